@@ -1,0 +1,246 @@
+"""The forward-process interface shared by the precompute stage, the trainer and the sampler.
+
+Every process is a discrete Markov chain x_0 -> x_1 -> ... -> x_T whose transition kernel
+p(x_t | x_{t-1}) has a closed-form score (MATH.md section 0). Conventions, for every process:
+
+* ``t`` is the 1-based index of a transition: transition ``t`` maps x_{t-1} to x_t and uses the
+  schedule entry ``t - 1``. The reverse step at ``t`` maps x_t to x_{t-1} with the *same* entry,
+  so training (which regresses the score of transition ``t``) and sampling agree by construction.
+* ``t`` is a Python int (one t for the whole batch) or an integer tensor of shape (B,).
+* States have shape (B, *S); M transition draws have shape (M, B, *S).
+* Every random draw takes an explicit ``torch.Generator`` on the state's device.
+* ``to_config()`` is JSON; large fitted arrays (GOU's eigenbasis, anchors) live in ``buffers()``
+  and their SHA-256 digests are part of the config, so ``config_hash`` identifies both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+CONFIG_FORMAT = 1
+Method = Literal["sde", "ode"]
+
+
+def append_dims(x: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dims to ``x`` until it has ``ndim`` dims (k-diffusion style)."""
+    if x.ndim > ndim:
+        raise ValueError(f"cannot broadcast a {x.ndim}-d tensor to {ndim} dims")
+    return x.reshape(*x.shape, *([1] * (ndim - x.ndim)))
+
+
+def schedule_at(values: Tensor, t: int | Tensor, like: Tensor, state_ndim: int) -> Tensor:
+    """Schedule entry of transition ``t`` (entry ``t - 1``), broadcastable against ``like``.
+
+    ``values`` has shape (T,). ``like`` has shape (*lead, B, *S) where S has ``state_ndim`` dims.
+    """
+    T = values.shape[0]
+    if isinstance(t, int):
+        if not 1 <= t <= T:
+            raise ValueError(f"t must be in 1..{T}, got {t}")
+        return values[t - 1].to(device=like.device, dtype=like.dtype)
+    t = torch.as_tensor(t, device=values.device)
+    if t.ndim != 1:
+        raise ValueError(f"t must be an int or a 1-d tensor, got shape {tuple(t.shape)}")
+    if t.numel() and (int(t.min()) < 1 or int(t.max()) > T):
+        raise ValueError(f"t must be in 1..{T}")
+    v = values[t.long() - 1].to(device=like.device, dtype=like.dtype)
+    return v.reshape(-1, *([1] * state_ndim))
+
+
+def tensor_digest(x: Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and little-endian bytes."""
+    a = np.ascontiguousarray(x.detach().cpu().numpy())
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON text (sorted keys, no spaces; floats round-trip exactly)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
+    """Standard normal draws on ``like``'s device and dtype from an explicit generator."""
+    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """M draws of x_t from p(. | x_{t-1}) and their local scores, both of shape (M, B, *S)."""
+
+    x: Tensor
+    score: Tensor
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def check_steps(T: int) -> None:
+    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+        raise ValueError(f"the number of steps T must be an integer >= 1, got {T!r}")
+
+
+class Process(ABC):
+    """A forward chain with closed-form transition scores, its reverse step and its prior."""
+
+    kind: ClassVar[str]  # the config's "process" field; one class per kind
+    periodic: ClassVar[bool] = False
+    T: int
+    state_ndim: int  # number of state dims after the batch dim (3 for C,H,W images, 1 for vectors)
+
+    # -- data <-> state -------------------------------------------------------------------
+    def data_to_state(self, x: Tensor) -> Tensor:
+        """Map data (images in [-1, 1], or vectors) to the chain's state space."""
+        return x.float()
+
+    def state_to_data(self, s: Tensor) -> Tensor:
+        """Map a state back to data space."""
+        return s
+
+    # -- forward ------------------------------------------------------------------------
+    @abstractmethod
+    def transition_sample(
+        self, x_prev: Tensor, t: int | Tensor, m: int, generator: torch.Generator
+    ) -> Tensor:
+        """``m`` draws of x_t ~ p(. | x_{t-1}); shape (m, B, *S)."""
+
+    @abstractmethod
+    def transition_score(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
+        """grad_{x_t} log p(x_t | x_{t-1}) in closed form; ``x_t`` may carry leading draw dims."""
+
+    @abstractmethod
+    def transition_log_prob(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
+        """log p(x_t | x_{t-1}) summed over the state dims; shape (*lead, B)."""
+
+    def step(self, x_prev: Tensor, t: int | Tensor, generator: torch.Generator) -> Tensor:
+        """One forward transition x_{t-1} -> x_t."""
+        return self.transition_sample(x_prev, t, 1, generator)[0]
+
+    def sample_transitions(
+        self, x_prev: Tensor, t: int | Tensor, m: int, generator: torch.Generator
+    ) -> Transitions:
+        """M draws of x_t with their closed-form local scores (the training targets)."""
+        if m < 1:
+            raise ValueError(f"the number of draws M must be >= 1, got {m}")
+        x = self.transition_sample(x_prev, t, m, generator)
+        return Transitions(x=x, score=self.transition_score(x_prev, x, t))
+
+    def simulate(
+        self, x0: Tensor, generator: torch.Generator, t_end: int | None = None
+    ) -> list[Tensor]:
+        """The chain [x_0, x_1, ..., x_{t_end}] (t_end defaults to T)."""
+        t_end = self.T if t_end is None else t_end
+        xs = [x0]
+        for t in range(1, t_end + 1):
+            xs.append(self.step(xs[-1], t, generator))
+        return xs
+
+    @abstractmethod
+    def transition_variance(self, t: int | Tensor) -> Tensor:
+        """Scalar noise variance of transition t (the mean over state dims where it varies)."""
+
+    def loss_weight(self, t: int | Tensor) -> Tensor:
+        """w(t) of the local score-matching loss: the transition noise variance (A eq. 10)."""
+        return self.transition_variance(t)
+
+    # -- reverse ------------------------------------------------------------------------
+    @abstractmethod
+    def reverse_step(
+        self,
+        x_t: Tensor,
+        t: int | Tensor,
+        score: Tensor,
+        generator: torch.Generator | None = None,
+        method: Method = "sde",
+    ) -> Tensor:
+        """x_t -> x_{t-1} given the score at (x_t, t): reverse SDE step or probability-flow ODE step."""
+
+    @abstractmethod
+    def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        """Draws from the reverse chain's initial distribution; ``shape`` = (B, *S)."""
+
+    # -- configuration ----------------------------------------------------------------------
+    @abstractmethod
+    def _params(self) -> dict[str, Any]:
+        """The JSON parameters that, with the buffers, rebuild this process exactly."""
+
+    def buffers(self) -> dict[str, Tensor]:
+        """Fitted arrays that are part of the process (empty for most processes)."""
+        return {}
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-serialisable configuration: process kind, T, parameters and buffer digests."""
+        cfg = {"format": CONFIG_FORMAT, "process": self.kind, "T": self.T, **self._params()}
+        bufs = self.buffers()
+        if bufs:
+            cfg["buffers"] = {
+                k: {"shape": list(v.shape), "sha256": tensor_digest(v)} for k, v in bufs.items()
+            }
+        return cfg
+
+    @property
+    def config_hash(self) -> str:
+        """Stable SHA-256 of the canonical configuration JSON (buffers enter through digests)."""
+        return hashlib.sha256(canonical_json(self.to_config()).encode()).hexdigest()
+
+    @classmethod
+    @abstractmethod
+    def create(cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any) -> Process:
+        """Build for data like ``example`` (a data-space batch (B, *S)) from CLI-level options.
+
+        ``schedule`` is a named schedule or a custom ``"key=start:end,..."`` string (or None for
+        the default of ``steps``); ``params`` are process-specific keyword options.
+        """
+
+    @classmethod
+    @abstractmethod
+    def from_config(
+        cls, config: dict[str, Any], buffers: dict[str, Tensor] | None = None
+    ) -> Process:
+        """Rebuild exactly the process that wrote ``config``."""
+
+    def to(self, device: torch.device | str) -> Process:
+        """Move schedule tensors and buffers to ``device`` (in place); returns self."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({canonical_json(self._params())[:200]})"
+
+
+def check_buffers(config: dict[str, Any], buffers: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    """Verify that ``buffers`` are exactly those whose digests ``config`` records."""
+    expected = config.get("buffers", {})
+    buffers = buffers or {}
+    if set(expected) != set(buffers):
+        raise ValueError(
+            f"process config expects buffers {sorted(expected)}, got {sorted(buffers)}"
+        )
+    for name, meta in expected.items():
+        if tensor_digest(buffers[name]) != meta["sha256"]:
+            raise ValueError(f"buffer {name!r} does not match the digest in the process config")
+    return buffers
+
+
+def check_config_kind(cls: type[Process], config: dict[str, Any]) -> None:
+    if config.get("format") != CONFIG_FORMAT:
+        raise ValueError(
+            f"process config format {config.get('format')!r} is not supported "
+            f"(this version reads format {CONFIG_FORMAT})"
+        )
+    if config.get("process") != cls.kind:
+        raise ValueError(f"config is for process {config.get('process')!r}, not {cls.kind!r}")

@@ -1,0 +1,290 @@
+"""Geometry-aware Ornstein-Uhlenbeck process, GOU (paper B).
+
+Fitted from data: mu, Sigma = U diag(lambda) U^T, rates c_i = -b (a + gamma (1 - lambda_i / lambda_max))
+with a + gamma = 1 (B eq. 2), drift matrix M = U diag(c) U^T. The SDE dX = M (X - mu) dt + sqrt(beta) dW
+is solved exactly (B thm 4-5) on a uniform grid of T steps of length h = horizon / T:
+
+    x_t | x_{t-1} ~ N( mu + U diag(e^{c h}) U^T (x_{t-1} - mu),  U diag(v) U^T ),  v_i = beta (e^{2 c_i h} - 1) / (2 c_i)
+
+Local score: -U diag(1/v) U^T (x_t - m). Reverse step (the ancestral analogue of DDPM's, exact inverse
+of the mean map): x_{t-1} = mu + A^{-1}(x_t - mu + Sigma_h s) + Sigma_h^{1/2} z, A = e^{M h}.
+Prior (B eq. 12): an anchor x_hat (k-means centre or data point), then N(mu + e^{M H}(x_hat - mu), Sigma_H),
+H = horizon; or the stationary law N(mu, -beta/2 M^{-1}).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from .base import (
+    Method,
+    Process,
+    check_buffers,
+    check_config_kind,
+    check_positive,
+    check_steps,
+    randn,
+    schedule_at,
+)
+
+Prior = Literal["anchors", "stationary"]
+AnchorMode = Literal["kmeans", "data"]
+
+
+def kmeans(x: Tensor, k: int, generator: torch.Generator, iters: int = 50) -> Tensor:
+    """Lloyd's k-means with k-means++ seeding from ``generator``; returns (k, d) centres."""
+    n = x.shape[0]
+    k = min(k, n)
+    idx = torch.randint(n, (1,), generator=generator)
+    centres = [x[idx[0]]]
+    d2 = ((x - centres[0]) ** 2).sum(-1)
+    for _ in range(1, k):
+        p = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1 / n)
+        j = torch.multinomial(p, 1, generator=generator)[0]
+        centres.append(x[j])
+        d2 = torch.minimum(d2, ((x - x[j]) ** 2).sum(-1))
+    c = torch.stack(centres)
+    for _ in range(iters):
+        assign = torch.cdist(x, c).argmin(1)
+        new = torch.stack(
+            [x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(k)]
+        )
+        if torch.allclose(new, c):
+            break
+        c = new
+    return c
+
+
+class GOUProcess(Process):
+    """GOU chain on vectors (B, d) (any (B, *S) state is flattened to d = prod(S))."""
+
+    kind = "gou"
+
+    def __init__(
+        self,
+        T: int,
+        mu: Tensor,
+        U: Tensor,
+        lam: Tensor,
+        anchors: Tensor,
+        a: float = 0.2,
+        b: float = 2.0,
+        gamma: float = 0.8,
+        beta: float = 2.0,
+        horizon: float = 2.0,
+        prior: Prior = "anchors",
+        state_ndim: int = 1,
+        fit: dict[str, Any] | None = None,
+    ) -> None:
+        check_steps(T)
+        if not (a >= 0 and gamma >= 0):
+            raise ValueError(f"a and gamma must be >= 0, got a={a}, gamma={gamma}")
+        if abs(a + gamma - 1.0) > 1e-9:
+            raise ValueError(f"GOU needs a + gamma = 1 (B eq. 2), got a + gamma = {a + gamma}")
+        check_positive("b (contraction scale)", b)
+        check_positive("beta (noise level)", beta)
+        check_positive("horizon", horizon)
+        if prior not in ("anchors", "stationary"):
+            raise ValueError(f"unknown GOU prior {prior!r} (anchors, stationary)")
+        d = mu.numel()
+        if U.shape != (d, d) or lam.shape != (d,) or anchors.ndim != 2 or anchors.shape[1] != d:
+            raise ValueError("GOU buffers have inconsistent shapes")
+        self.T = T
+        self.a, self.b, self.gamma, self.beta, self.horizon = a, b, gamma, beta, horizon
+        self.prior = prior
+        self.state_ndim = state_ndim
+        self.fit = fit or {}
+        self.mu, self.U, self.lam, self.anchors = (
+            v.double().contiguous() for v in (mu, U, lam, anchors)
+        )
+        lam_max = float(self.lam.max())
+        ratio = self.lam / lam_max if lam_max > 0 else torch.zeros_like(self.lam)
+        self.c = -b * (a + gamma * (1 - ratio))  # (d,), in [-b, -a b]
+        self.h = horizon / T
+        # per-step decay, per-step variance, terminal decay and variance (float64)
+        self.decay = torch.exp(self.c * self.h)
+        self.var = self._variance(self.h)
+        # a scalar loss weight per step: the mean transition variance (all steps are equal)
+        self.step_var = torch.full((T,), float(self.var.mean()), dtype=torch.float64)
+
+    # -- exact Gaussian solution ----------------------------------------------------------
+    def _variance(self, h: float) -> Tensor:
+        """v_i(h) = beta (e^{2 c_i h} - 1) / (2 c_i), computed with expm1."""
+        return self.beta * torch.expm1(2 * self.c * h) / (2 * self.c)
+
+    def moments(self, x0: Tensor, h: float) -> tuple[Tensor, Tensor]:
+        """Mean (B, d) and covariance (d, d) of X_{s+h} | X_s = x0, in float64 (B thm 4-5)."""
+        U = self.U
+        mean = self.mu + ((x0.double() - self.mu) @ U) * torch.exp(self.c * h) @ U.T
+        cov = (U * self._variance(h)) @ U.T
+        return mean, cov
+
+    def stationary_covariance(self) -> Tensor:
+        """-beta/2 M^{-1} = U diag(-beta / (2 c)) U^T."""
+        return (self.U * (-self.beta / (2 * self.c))) @ self.U.T
+
+    def _flat(self, x: Tensor) -> Tensor:
+        return x.flatten(-self.state_ndim) if self.state_ndim != 1 else x
+
+    def _unflat(self, x: Tensor, like: Tensor) -> Tensor:
+        return x.reshape(*x.shape[:-1], *like.shape[-self.state_ndim :])
+
+    def _cast(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mu.to(like.dtype), self.U.to(like.dtype)
+
+    def _rotated_residual(self, x_prev: Tensor, x_t: Tensor) -> Tensor:
+        """z = U^T (x_t - mean(x_{t-1})) in eigen-coordinates, shape (*lead, B, d)."""
+        mu, U = self._cast(x_prev)
+        xp, xt = self._flat(x_prev), self._flat(x_t)
+        mean_rot = ((xp - mu) @ U) * self.decay.to(xp.dtype)
+        return (xt - mu) @ U - mean_rot
+
+    def transition_variance(self, t: int | Tensor) -> Tensor:
+        return self.step_var[t - 1] if isinstance(t, int) else self.step_var[torch.as_tensor(t) - 1]
+
+    def transition_sample(
+        self, x_prev: Tensor, t: int | Tensor, m: int, generator: torch.Generator
+    ) -> Tensor:
+        schedule_at(self.step_var, t, x_prev, self.state_ndim)  # validates t
+        mu, U = self._cast(x_prev)
+        xp = self._flat(x_prev)
+        rot = ((xp - mu) @ U) * self.decay.to(xp.dtype)
+        eps = randn((m, *xp.shape), generator, xp) * self.var.sqrt().to(xp.dtype)
+        return self._unflat(mu + (rot + eps) @ U.T, x_prev)
+
+    def transition_score(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
+        schedule_at(self.step_var, t, x_prev, self.state_ndim)
+        z = self._rotated_residual(x_prev, x_t)
+        _, U = self._cast(x_prev)
+        return self._unflat(-(z / self.var.to(z.dtype)) @ U.T, x_t)
+
+    def transition_log_prob(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
+        schedule_at(self.step_var, t, x_prev, self.state_ndim)
+        z = self._rotated_residual(x_prev, x_t)
+        v = self.var.to(z.dtype)
+        return (-(z * z) / (2 * v) - 0.5 * torch.log(2 * math.pi * v)).sum(-1)
+
+    def reverse_step(
+        self,
+        x_t: Tensor,
+        t: int | Tensor,
+        score: Tensor,
+        generator: torch.Generator | None = None,
+        method: Method = "sde",
+    ) -> Tensor:
+        schedule_at(self.step_var, t, x_t, self.state_ndim)
+        if method not in ("sde", "ode"):
+            raise ValueError(f"unknown reverse method {method!r} (sde, ode)")
+        mu, U = self._cast(x_t)
+        x, s = self._flat(x_t), self._flat(score)
+        v, dec = self.var.to(x.dtype), self.decay.to(x.dtype)
+        w = 0.5 if method == "ode" else 1.0
+        rot = ((x - mu) @ U + w * v * (s @ U)) / dec
+        if method == "sde":
+            if generator is None:
+                raise ValueError("the SDE reverse step needs a generator")
+            rot = rot + v.sqrt() * randn(x.shape, generator, x)
+        return self._unflat(mu + rot @ U.T, x_t)
+
+    def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        """Anchor mixture of B eq. 12, or the stationary Gaussian."""
+        dev = generator.device
+        n, d = shape[0], self.mu.numel()
+        U, mu = self.U.to(dev), self.mu.to(dev)
+        if self.prior == "stationary":
+            sd = (-self.beta / (2 * self.c)).sqrt().to(dev)
+            z = torch.randn((n, d), generator=generator, device=dev, dtype=torch.float64) * sd
+            return (mu + z @ U.T).float().reshape(shape)
+        pick = torch.randint(self.anchors.shape[0], (n,), generator=generator, device=dev)
+        mean, _ = self.moments(self.anchors.to(dev)[pick], self.horizon)
+        sd = self._variance(self.horizon).sqrt().to(dev)
+        z = torch.randn((n, d), generator=generator, device=dev, dtype=torch.float64) * sd
+        return (mean + z @ U.T).float().reshape(shape)
+
+    # -- fitting and configuration ------------------------------------------------------------
+    @classmethod
+    def fit_from_data(
+        cls,
+        data: Tensor,
+        T: int,
+        n_anchors: int = 8,
+        anchor_mode: AnchorMode = "kmeans",
+        anchor_seed: int = 0,
+        **params: Any,
+    ) -> GOUProcess:
+        """Fit mu, the covariance eigenbasis and the anchors to ``data`` of shape (N, *S)."""
+        if data.shape[0] < 2:
+            raise ValueError("fitting GOU needs at least 2 data points")
+        if anchor_mode not in ("kmeans", "data"):
+            raise ValueError(f"unknown anchor mode {anchor_mode!r} (kmeans, data)")
+        if not isinstance(n_anchors, int) or n_anchors < 1:
+            raise ValueError(f"n_anchors must be an integer >= 1, got {n_anchors!r}")
+        x = data.double().flatten(1)
+        if not torch.isfinite(x).all():
+            raise ValueError("GOU data contain NaN or Inf")
+        mu = x.mean(0)
+        cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1])
+        lam, U = torch.linalg.eigh(cov)
+        lam = lam.clamp_min(0).flip(0)
+        U = U.flip(1)
+        # a deterministic sign per eigenvector (largest-magnitude entry positive)
+        sign = torch.sign(U.gather(0, U.abs().argmax(0, keepdim=True))).squeeze(0)
+        U = U * torch.where(sign == 0, torch.ones_like(sign), sign)
+        g = torch.Generator().manual_seed(anchor_seed)
+        if anchor_mode == "kmeans":
+            anchors = kmeans(x, n_anchors, g)
+        else:
+            anchors = x[torch.randperm(x.shape[0], generator=g)[:n_anchors]]
+        fit = {"n_anchors": n_anchors, "anchor_mode": anchor_mode, "anchor_seed": anchor_seed}
+        return cls(T, mu, U, lam, anchors, state_ndim=data.ndim - 1, fit=fit, **params)
+
+    def buffers(self) -> dict[str, Tensor]:
+        return {"mu": self.mu, "U": self.U, "lam": self.lam, "anchors": self.anchors}
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "gamma": self.gamma,
+            "beta": self.beta,
+            "horizon": self.horizon,
+            "prior": self.prior,
+            "state_ndim": self.state_ndim,
+            "fit": self.fit,
+        }
+
+    @classmethod
+    def create(
+        cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any
+    ) -> GOUProcess:
+        if schedule not in (None, "uniform"):
+            raise ValueError(
+                "GOU uses a uniform time grid over --horizon; it has no named schedules"
+            )
+        return cls.fit_from_data(example, steps, **params)
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], buffers: dict[str, Tensor] | None = None
+    ) -> GOUProcess:
+        check_config_kind(cls, config)
+        bufs = check_buffers(config, buffers)
+        return cls(
+            T=config["T"],
+            mu=bufs["mu"],
+            U=bufs["U"],
+            lam=bufs["lam"],
+            anchors=bufs["anchors"],
+            a=config["a"],
+            b=config["b"],
+            gamma=config["gamma"],
+            beta=config["beta"],
+            horizon=config["horizon"],
+            prior=config["prior"],
+            state_ndim=config["state_ndim"],
+            fit=config["fit"],
+        )

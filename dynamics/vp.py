@@ -1,0 +1,141 @@
+"""VP-SDE / DDPM baseline ("SGM" in paper A, "isotropic DDPM" in paper B).
+
+Transition t: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps, beta linear (A's schedules).
+Exact local score: -(x_t - sqrt(1 - beta_t) x_{t-1}) / beta_t. Prior N(0, I).
+Reverse (ancestral; the exact inverse of the mean map plus the score correction):
+    SDE: x_{t-1} = (x_t + beta_t s) / sqrt(1 - beta_t) + sqrt(beta_t) z
+    ODE: x_{t-1} = (x_t + beta_t s / 2) / sqrt(1 - beta_t)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Method, Process, check_config_kind, check_steps, randn, schedule_at
+from .schedules import linear, parse_endpoints
+
+# Paper A's SGM baselines: linear beta from 1e-4 to these values.
+VP_SCHEDULES: dict[str, tuple[float, float]] = {
+    "vp-100": (1e-4, 0.1),
+    "vp-300": (1e-4, 0.07),
+    "vp-1000": (1e-4, 0.02),
+}
+
+
+class VPProcess(Process):
+    """Discrete VP chain on any state shape (B, *S)."""
+
+    kind = "vp"
+
+    def __init__(
+        self,
+        T: int,
+        schedule: str | dict[str, tuple[float, float]] | None = None,
+        state_ndim: int = 3,
+    ) -> None:
+        check_steps(T)
+        if schedule is None:
+            schedule = f"vp-{T}"
+            if schedule not in VP_SCHEDULES:
+                raise ValueError(
+                    f"paper A has no VP schedule for T={T} (it has 100, 300, 1000); "
+                    "give a custom one, e.g. --schedule 'beta=1e-4:0.02'"
+                )
+        if isinstance(schedule, str):
+            if schedule not in VP_SCHEDULES:
+                raise ValueError(
+                    f"unknown VP schedule {schedule!r}; named: {', '.join(VP_SCHEDULES)}"
+                )
+            self.schedule_name: str | None = schedule
+            lo, hi = VP_SCHEDULES[schedule]
+        else:
+            if set(schedule) != {"beta"}:
+                raise ValueError(
+                    f"a custom VP schedule has exactly one key, beta; got {sorted(schedule)}"
+                )
+            self.schedule_name = None
+            lo, hi = (float(v) for v in schedule["beta"])
+        for v in (lo, hi):
+            if not (math.isfinite(v) and 0 < v < 1):
+                raise ValueError(f"beta must lie in (0, 1), got {v}")
+        self.T = T
+        self.state_ndim = state_ndim
+        self.ends = (lo, hi)
+        self.beta = linear(lo, hi, T)
+
+    def transition_variance(self, t: int | Tensor) -> Tensor:
+        return self.beta[t - 1] if isinstance(t, int) else self.beta[torch.as_tensor(t) - 1]
+
+    def _coefs(self, t: int | Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        beta = schedule_at(self.beta, t, like, self.state_ndim)
+        return (1 - beta).sqrt(), beta
+
+    def transition_sample(
+        self, x_prev: Tensor, t: int | Tensor, m: int, generator: torch.Generator
+    ) -> Tensor:
+        a, beta = self._coefs(t, x_prev)
+        return a * x_prev + beta.sqrt() * randn((m, *x_prev.shape), generator, x_prev)
+
+    def transition_score(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
+        a, beta = self._coefs(t, x_prev)
+        return -(x_t - a * x_prev) / beta
+
+    def transition_log_prob(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
+        a, beta = self._coefs(t, x_prev)
+        lp = -((x_t - a * x_prev) ** 2) / (2 * beta) - 0.5 * torch.log(2 * math.pi * beta)
+        return lp.flatten(-self.state_ndim).sum(-1)
+
+    def marginal_coefficients(self, t: int) -> tuple[float, float]:
+        """x_t | x_0 ~ N(abar x_0, (1 - abar^2) I): returns (abar, 1 - abar^2)."""
+        abar = float(torch.prod((1 - self.beta[:t]).sqrt()))
+        return abar, 1 - abar * abar
+
+    def reverse_step(
+        self,
+        x_t: Tensor,
+        t: int | Tensor,
+        score: Tensor,
+        generator: torch.Generator | None = None,
+        method: Method = "sde",
+    ) -> Tensor:
+        a, beta = self._coefs(t, x_t)
+        if method == "ode":
+            return (x_t + 0.5 * beta * score) / a
+        if method != "sde":
+            raise ValueError(f"unknown reverse method {method!r} (sde, ode)")
+        if generator is None:
+            raise ValueError("the SDE reverse step needs a generator")
+        return (x_t + beta * score) / a + beta.sqrt() * randn(x_t.shape, generator, x_t)
+
+    def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        return torch.randn(tuple(shape), generator=generator, device=generator.device)
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule_name,
+            "endpoints": {"beta": list(self.ends)},
+            "state_ndim": self.state_ndim,
+        }
+
+    @classmethod
+    def create(
+        cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any
+    ) -> VPProcess:
+        sched: str | dict | None = schedule
+        if schedule is not None and "=" in schedule:
+            sched = parse_endpoints(schedule)
+        if params:
+            raise ValueError(f"the VP process takes no options, got {sorted(params)}")
+        return cls(T=steps, schedule=sched, state_ndim=example.ndim - 1)
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], buffers: dict[str, Tensor] | None = None
+    ) -> VPProcess:
+        check_config_kind(cls, config)
+        schedule = config["schedule"] or {"beta": tuple(config["endpoints"]["beta"])}
+        return cls(T=config["T"], schedule=schedule, state_ndim=config["state_ndim"])
