@@ -28,6 +28,7 @@ from torch import Tensor
 from .base import (
     Method,
     Process,
+    Transitions,
     check_config_kind,
     check_positive,
     check_steps,
@@ -214,6 +215,16 @@ class KuramotoProcess(Process):
         mu, var = self._mean_var(x_prev, t)
         eps = randn((m, *x_prev.shape), generator, x_prev)
         return wrap(mu + var.sqrt() * eps)
+
+    def sample_transitions(
+        self, x_prev: Tensor, t: int | Tensor, m: int, generator: torch.Generator
+    ) -> Transitions:
+        """As the base method, computing the drift (two box filters) once for draws and scores."""
+        if m < 1:
+            raise ValueError(f"the number of draws M must be >= 1, got {m}")
+        mu, var = self._mean_var(x_prev, t)
+        x = wrap(mu + var.sqrt() * randn((m, *x_prev.shape), generator, x_prev))
+        return Transitions(x=x, score=wrapped_normal_score(x, mu, var, self.n_terms))
 
     def transition_score(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
         mu, var = self._mean_var(x_prev, t)

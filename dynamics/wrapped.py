@@ -17,9 +17,22 @@ def wrap(theta: Tensor) -> Tensor:
     return torch.where(y >= math.pi, y - TWO_PI, y)
 
 
-def _offsets(diff: Tensor, n_terms: int) -> Tensor:
-    k = torch.arange(-n_terms, n_terms + 1, device=diff.device, dtype=diff.dtype)
-    return diff.unsqueeze(-1) - TWO_PI * k  # (..., 2K+1)
+def _wrapped_terms(x: Tensor, mean: Tensor, var: Tensor, n_terms: int):
+    """d = wrap(x - mean) and e_k = N(d - 2 pi k) / N(d) for k = +-1..+-K (each <= 1 since |d| <= pi).
+
+    log e_k = 2 pi k (d - pi k) / var <= -2 pi^2 |k| (|k| - 1) / var, so the k = 0 term dominates (no
+    log-sum-exp needed) and terms whose bound is below -80 (e_k < 1e-35) are dropped exactly in float32.
+    """
+    d = wrap(x - mean)
+    var_max = float(var.max())
+    terms = []
+    for k in range(1, n_terms + 1):
+        if 2 * math.pi**2 * k * (k - 1) / var_max > 80.0:
+            break
+        for kk in (k, -k):
+            # clamp: exp of very negative numbers yields denormals, ~50x slower on CPUs
+            terms.append((kk, torch.exp((TWO_PI * kk * (d - math.pi * kk) / var).clamp_min(-80.0))))
+    return d, terms
 
 
 def wrapped_normal_log_prob(
@@ -27,17 +40,21 @@ def wrapped_normal_log_prob(
 ) -> Tensor:
     """Elementwise log sum_{|k|<=K} N(x; mean + 2 pi k, var), from the wrapped residual."""
     var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
-    d = _offsets(wrap(x - mean), n_terms)
-    logits = -(d * d) / (2 * var.unsqueeze(-1))
-    return torch.logsumexp(logits, dim=-1) - 0.5 * torch.log(TWO_PI * var)
+    d, terms = _wrapped_terms(x, mean, var, n_terms)
+    total = 1.0 + sum(e for _, e in terms)
+    return -(d * d) / (2 * var) - 0.5 * torch.log(TWO_PI * var) + torch.log(total)
 
 
 def wrapped_normal_score(x: Tensor, mean: Tensor, var: Tensor | float, n_terms: int = 3) -> Tensor:
-    """d/dx log WN_K(x; mean, var) = sum_k softmax_k(-(d - 2 pi k)^2 / 2var) (-(d - 2 pi k) / var)."""
-    var = torch.as_tensor(var, dtype=x.dtype, device=x.device).unsqueeze(-1)
-    d = _offsets(wrap(x - mean), n_terms)
-    w = torch.softmax(-(d * d) / (2 * var), dim=-1)
-    return (w * (-d / var)).sum(-1)
+    """d/dx log WN_K(x; mean, var) = sum_k w_k (-(d - 2 pi k) / var), w_k = e_k / sum_j e_j."""
+    var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
+    d, terms = _wrapped_terms(x, mean, var, n_terms)
+    num = d.clone()
+    den = torch.ones_like(d)
+    for k, e in terms:
+        num.add_(e * (d - TWO_PI * k))
+        den.add_(e)
+    return num.div_(den).div_(-var)
 
 
 def von_mises_sample(

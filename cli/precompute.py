@@ -1,0 +1,256 @@
+"""``orient precompute``, ``orient info`` and ``orient verify``."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from .main import UserError, app
+
+SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'500M', '2G', '1.5GiB', '123456' -> bytes (K/M/G/T are powers of 1024)."""
+    m = SIZE_RE.match(text)
+    if not m:
+        raise UserError(f"cannot read size {text!r}; use e.g. 500M, 2G or a number of bytes")
+    power = " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * 1024**power)
+
+
+def parse_pairs(items: list[str] | None, what: str) -> dict[str, Any]:
+    """KEY=VALUE pairs; values read as JSON literals when they parse (numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{what} {item!r} is not KEY=VALUE")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@app.command()
+def precompute(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="Data set: synthetic-fingerprints, socofing, image-folder, textures, cifar10, mnist, gmm2d, snp, array."
+        ),
+    ] = "synthetic-fingerprints",
+    steps: Annotated[int, typer.Option(help="Number of forward steps T.")] = 100,
+    process: Annotated[
+        str,
+        typer.Option(
+            help="kuramoto-local, kuramoto-global, kuramoto-ref, vp, gou, spde-aniso, spde-heat, spde-ve."
+        ),
+    ] = "kuramoto-local",
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="Named schedule (e.g. local-300, vp-100) or custom 'key=start:end,...'."),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", "-M", help="Transition draws M per tuple.")
+    ] = 5,
+    every: Annotated[int, typer.Option(help="Full mode: keep every k-th step of each chain.")] = 1,
+    tuples_per_chain: Annotated[
+        int | None, typer.Option(help="Per-epoch mode: tuples per chain per epoch (random steps).")
+    ] = None,
+    disk_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Per-epoch mode: total size for all epochs (e.g. 2G); picks tuples per chain."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Per-epoch mode: number of epochs to write.")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of every random draw (split, chains, noise, order).")
+    ] = 0,
+    workers: Annotated[int, typer.Option(help="Dask worker processes for the local cluster.")] = 2,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing Dask scheduler (tcp://host:port).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    out: Annotated[str, typer.Option(help="Store path or fsspec URL.")] = "cache.zarr",
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted store, skipping completed blocks.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Local data folder (socofing, image-folder, cifar10, mnist) or .npy file (array)."
+        ),
+    ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(help="Resize images to this size (socofing default 96, fingerprints 32)."),
+    ] = None,
+    num_examples: Annotated[
+        int | None, typer.Option(help="Examples to generate (synthetic data sets).")
+    ] = None,
+    select: Annotated[
+        list[str] | None, typer.Option(help="SOCOFing subset, e.g. finger=index (repeatable).")
+    ] = None,
+    data_opt: Annotated[
+        list[str] | None, typer.Option(help="Other data set option KEY=VALUE (repeatable).")
+    ] = None,
+    process_opt: Annotated[
+        list[str] | None, typer.Option(help="Process option KEY=VALUE, e.g. window=7 (repeatable).")
+    ] = None,
+    test_fraction: Annotated[
+        float, typer.Option(help="Held-out fraction of the seeded split.")
+    ] = 0.1,
+    max_batch: Annotated[
+        int, typer.Option(help="Most chains simulated together in one task.")
+    ] = 64,
+) -> None:
+    """Simulate the forward chains over a data set and write training tuples to a Zarr store."""
+    from orient.pipeline.precompute import PrecomputeConfig, run_precompute
+
+    data_options = parse_pairs(data_opt, "--data-opt")
+    if data_dir is not None:
+        data_options["path" if dataset == "array" else "data_dir"] = data_dir
+    if image_size is not None:
+        data_options["size"] = image_size
+    if num_examples is not None:
+        data_options["n"] = num_examples
+    if select:
+        data_options["select"] = {k: str(v) for k, v in parse_pairs(select, "--select").items()}
+    cfg = PrecomputeConfig(
+        out=out,
+        dataset=dataset,
+        data_options=data_options,
+        process=process,
+        steps=steps,
+        schedule=schedule,
+        process_options=parse_pairs(process_opt, "--process-opt"),
+        M=samples,
+        every=every,
+        tuples_per_chain=tuples_per_chain,
+        disk_budget=parse_size(disk_budget) if disk_budget else None,
+        epochs=epochs,
+        seed=seed,
+        test_fraction=test_fraction,
+        workers=workers,
+        scheduler=scheduler,
+        device=device,
+        max_batch=max_batch,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    if tuples_per_chain is not None and disk_budget is not None:
+        raise UserError("give --tuples-per-chain or --disk-budget, not both")
+    summary = run_precompute(cfg)
+    for line in summary.lines():
+        print(line)
+
+
+def store_info(url: str) -> dict[str, Any]:
+    from orient.storage.store import TupleStore, describe_process
+
+    store = TupleStore.open(url)
+    m = store.meta
+    groups = {}
+    for name in store.tuple_groups() + [
+        f"epochs/{k}" for k in store.root["epochs"].group_keys() if k.startswith(".tmp-")
+    ]:
+        done = store.done_blocks(name)
+        t = np.asarray(store.group(name)["t"][...])
+        groups[name] = {
+            "blocks": int(done.size),
+            "done": int(done.sum()),
+            "tuples": int((t > 0).sum()),
+        }
+    return {
+        "store": url,
+        "process": describe_process(m["process"]),
+        "process_hash": m["process_hash"],
+        "process_config": m["process"],
+        "dataset": m["dataset"],
+        "split": m["split"],
+        "mode": m["mode"],
+        "seed": m["seed"],
+        "M": m["M"],
+        "tuples_per_chain": _kept_per_chain(m["plan"]),
+        "epochs": store.epochs(),
+        "groups": groups,
+        "tuples": sum(g["tuples"] for g in groups.values()),
+        "complete": all(g["done"] == g["blocks"] for g in groups.values()) and bool(groups),
+        "bytes_on_disk": store.nbytes_on_disk(),
+        "format_version": m["format_version"],
+        "software": m["software"],
+        "created": m["created"],
+    }
+
+
+def _kept_per_chain(plan: dict[str, Any]) -> int:
+    from orient.pipeline.blocks import Plan
+
+    return Plan.from_json(plan).kept_per_chain
+
+
+@app.command()
+def info(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Describe a store: process, schedule, data set, mode, epochs, tuples, size, completeness."""
+    d = store_info(store)
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    ds = d["dataset"]
+    print(
+        f"store:    {d['store']} (format {d['format_version']}, orient {d['software']['orient']})"
+    )
+    print(f"process:  {d['process']}  hash {d['process_hash'][:16]}")
+    print(
+        f"data set: {ds['name']} {json.dumps(ds.get('params', {}))}  split {d['split']['n_train']} train / {d['split']['n_test']} test"
+    )
+    print(
+        f"mode:     {d['mode']}, M={d['M']}, {d['tuples_per_chain']} tuples/chain, seed {d['seed']}"
+    )
+    for name, g in d["groups"].items():
+        print(f"  {name}: {g['tuples']:,} tuples, {g['done']}/{g['blocks']} blocks done")
+    print(
+        f"tuples:   {d['tuples']:,}  size {d['bytes_on_disk'] / 2**20:,.1f} MiB  complete: {'yes' if d['complete'] else 'NO'}"
+    )
+
+
+@app.command()
+def verify(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    repair: Annotated[bool, typer.Option(help="Regenerate damaged or unfinished blocks.")] = False,
+    recompute: Annotated[
+        int, typer.Option(help="Blocks per group to recompute from the recorded seeds.")
+    ] = 2,
+) -> None:
+    """Check every checksum, marker and block digest; recompute a sample of blocks from seeds."""
+    from orient.pipeline.verify import verify_store
+
+    reports = verify_store(store, repair=repair, recompute=recompute)
+    for r in reports:
+        print(r.line())
+    bad = [
+        r
+        for r in reports
+        if not r.ok and not (repair and set(r.repaired) >= set(r.damaged) | set(r.incomplete))
+    ]
+    if bad:
+        print(
+            f"orient: error: {store} has damaged or unfinished blocks; run `orient verify {store} --repair`",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
+    print(f"verified {store}" + (" (repaired)" if any(r.repaired for r in reports) else ""))

@@ -1,0 +1,186 @@
+"""Block plan and block simulation: the pure functions behind the precompute stage.
+
+A *block* is a fixed set of chains (source examples) simulated together on one device. Its tuples
+occupy one chunk-aligned region of every array, so no two writer tasks ever touch the same chunk.
+Everything random in a block comes from streams keyed by (seed, epoch, block): the bytes of a block
+do not depend on the number of workers or the order in which blocks finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from orient.dynamics import Process
+from orient.storage.codecs import ENCODINGS, encode, state_encoding
+from orient.storage.store import Layout
+
+DEFAULT_BLOCK_MEMORY = 512 * 2**20  # encoded tuples a task may hold before writing
+CHUNK_BYTES = 4 * 2**20  # target bytes of one x_t chunk
+MAX_CHUNK_TUPLES = 256
+
+
+def derive_seed(*keys: int | str) -> int:
+    """A 63-bit seed from a tuple of keys (stable across platforms and Python versions)."""
+    h = hashlib.sha256("/".join(str(k) for k in keys).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which chains form which block, and which steps each chain emits as tuples."""
+
+    mode: str  # "full" or "epoch"
+    n_chains: int
+    T: int
+    M: int
+    seed: int
+    state_shape: tuple[int, ...]
+    periodic: bool
+    every: int = 1  # full mode: keep steps 1, 1 + every, ...
+    tuples_per_chain: int = 0  # epoch mode: K distinct random steps per chain
+    chains_per_block: int = 1
+    chunk_tuples: int = 1
+    tuples_per_block: int = 1  # padded to a multiple of chunk_tuples
+
+    @property
+    def kept_per_chain(self) -> int:
+        return (
+            len(range(1, self.T + 1, self.every)) if self.mode == "full" else self.tuples_per_chain
+        )
+
+    @property
+    def n_blocks(self) -> int:
+        return math.ceil(self.n_chains / self.chains_per_block)
+
+    def layout(self) -> Layout:
+        return Layout(
+            n_tuples=self.n_blocks * self.tuples_per_block,
+            n_blocks=self.n_blocks,
+            tuples_per_block=self.tuples_per_block,
+            chunk_tuples=self.chunk_tuples,
+            state_shape=self.state_shape,
+            M=self.M,
+            state_encoding=state_encoding(self.periodic),
+        )
+
+    def block_chains(self, b: int) -> np.ndarray:
+        """Source rows of block b: a seeded permutation cut into consecutive pieces."""
+        perm = np.random.default_rng(derive_seed(self.seed, "chains")).permutation(self.n_chains)
+        return np.sort(perm[b * self.chains_per_block : (b + 1) * self.chains_per_block])
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "state_shape": list(self.state_shape)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Plan:
+        return cls(**{**d, "state_shape": tuple(d["state_shape"])})
+
+
+def bytes_per_tuple(state_shape: tuple[int, ...], M: int, periodic: bool) -> int:
+    """Encoded bytes of one tuple: x_prev, M x_t, M scores, t and src."""
+    n = math.prod(state_shape)
+    s = np.dtype(ENCODINGS[state_encoding(periodic)]).itemsize
+    return n * s * (1 + M) + n * 2 * M + 8
+
+
+def make_plan(
+    *,
+    mode: str,
+    n_chains: int,
+    T: int,
+    M: int,
+    seed: int,
+    state_shape: tuple[int, ...],
+    periodic: bool,
+    every: int = 1,
+    tuples_per_chain: int = 0,
+    max_batch: int = 64,
+    block_memory: int = DEFAULT_BLOCK_MEMORY,
+) -> Plan:
+    """Choose chains per block (bounded by ``max_batch`` and memory) and the chunk size."""
+    if mode not in ("full", "epoch"):
+        raise ValueError(f"unknown cache mode {mode!r} (full, epoch)")
+    if M < 1:
+        raise ValueError(f"the number of draws M must be >= 1, got {M}")
+    if mode == "full" and every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    if mode == "epoch" and not 1 <= tuples_per_chain <= T:
+        raise ValueError(f"tuples per chain must be in 1..T={T}, got {tuples_per_chain}")
+    probe = Plan(mode, n_chains, T, M, seed, tuple(state_shape), periodic, every, tuples_per_chain)
+    kept = probe.kept_per_chain
+    bpt = bytes_per_tuple(tuple(state_shape), M, periodic)
+    cpb = max(1, min(max_batch, n_chains, block_memory // max(1, kept * bpt)))
+    raw = cpb * kept
+    x_t_bytes = bpt * M // (1 + 2 * M) + 1
+    target = max(1, min(MAX_CHUNK_TUPLES, CHUNK_BYTES // x_t_bytes, raw))
+    chunk = next((c for c in range(target, max(1, target // 2) - 1, -1) if raw % c == 0), target)
+    tpb = math.ceil(raw / chunk) * chunk
+    return Plan(
+        mode,
+        n_chains,
+        T,
+        M,
+        seed,
+        tuple(state_shape),
+        periodic,
+        every,
+        tuples_per_chain,
+        chains_per_block=cpb,
+        chunk_tuples=chunk,
+        tuples_per_block=tpb,
+    )
+
+
+def emit_matrix(plan: Plan, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, T) booleans: does chain i emit a tuple at step t (column t - 1)?"""
+    E = np.zeros((n, plan.T), dtype=bool)
+    if plan.mode == "full":
+        E[:, 0 :: plan.every] = True
+    else:
+        for i in range(n):
+            E[i, rng.choice(plan.T, plan.tuples_per_chain, replace=False)] = True
+    return E
+
+
+def simulate_block(
+    process: Process, x0: np.ndarray, plan: Plan, epoch: int, block: int, device: str = "cpu"
+) -> dict[str, np.ndarray]:
+    """Simulate block ``block``'s chains and return its encoded tuples in their stored order.
+
+    Arrays: x_prev (n, *S), x_t (n, M, *S), score (n, M, *S) (scaled by sqrt(w(t))), t (n,) and
+    src (n,) (source rows), padded with t = 0 rows to ``plan.tuples_per_block``.
+    """
+    chains = plan.block_chains(block)
+    rng = np.random.default_rng(derive_seed(plan.seed, epoch, block, "order"))
+    g = torch.Generator(device=device).manual_seed(derive_seed(plan.seed, epoch, block, "noise"))
+    x = process.data_to_state(torch.from_numpy(np.ascontiguousarray(x0[chains])).to(device))
+    E = emit_matrix(plan, len(chains), rng)
+    enc = state_encoding(plan.periodic)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x_prev", "x_t", "score", "t", "src")}
+    with torch.no_grad():
+        for t in range(1, plan.T + 1):
+            emit = torch.from_numpy(E[:, t - 1]).to(device)
+            x_next = torch.empty_like(x)
+            if bool(emit.any()):
+                tr = process.sample_transitions(x[emit], t, plan.M, g)
+                scale = float(process.loss_weight(t)) ** 0.5
+                parts["x_prev"].append(encode(x[emit], enc))
+                parts["x_t"].append(encode(tr.x.transpose(0, 1), enc))
+                parts["score"].append(encode(tr.score.transpose(0, 1) * scale, "scaled-f16"))
+                parts["t"].append(np.full(int(emit.sum()), t, dtype=np.int32))
+                parts["src"].append(chains[E[:, t - 1]].astype(np.int32))
+                x_next[emit] = tr.x[0]
+            if not bool(emit.all()):
+                x_next[~emit] = process.step(x[~emit], t, g)
+            x = x_next
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    order = rng.permutation(len(out["t"]))
+    pad = plan.tuples_per_block - len(order)
+    for k, v in out.items():
+        v = v[order]
+        out[k] = np.concatenate([v, np.zeros((pad, *v.shape[1:]), dtype=v.dtype)]) if pad else v
+    return out

@@ -1,0 +1,418 @@
+"""Data sets: each loader returns a :class:`DataSet` with its data, identity and metadata.
+
+Images come as float32 (N, C, H, W) in [-1, 1]; tabular data as float32 (N, d). Nothing is
+downloaded: real data sets come from local folders, the rest is generated from a recorded seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
+
+
+class DataError(ValueError):
+    """Missing, empty or malformed input data (reported as one line)."""
+
+
+@dataclass
+class DataSet:
+    """Loaded data plus what identifies it (recorded in every store)."""
+
+    name: str
+    data: np.ndarray
+    identity: dict[str, Any]
+    kind: str  # "image" or "vector"
+    metadata: Any = None  # a pyarrow.Table with one row per example, when the data set has one
+    labels: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.data).all():
+            raise DataError(f"data set {self.name!r} contains NaN or Inf values")
+
+
+def _digest(items: list[str]) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(it.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _to_unit_range(img: np.ndarray) -> np.ndarray:
+    return (img.astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+
+
+def _find_data_dir(data_dir: str | None, what: str, hint: str) -> Path:
+    root = data_dir or os.environ.get("ORIENT_DATA")
+    if not root:
+        raise DataError(
+            f"{what}: no data folder given; pass --data-dir or set $ORIENT_DATA ({hint})"
+        )
+    p = Path(root).expanduser()
+    if not p.is_dir():
+        raise DataError(f"{what}: data folder {p} does not exist ({hint})")
+    return p
+
+
+def _load_images(
+    files: list[Path], size: int | None, channels: int, base: Path
+) -> tuple[np.ndarray, list[Path], int]:
+    """Read image files (skipping unreadable ones); returns (uint8 array, kept files, skipped)."""
+    from PIL import Image, UnidentifiedImageError
+
+    arrays, kept, skipped = [], [], 0
+    mode = "L" if channels == 1 else "RGB"
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+                if size is not None:
+                    im = im.resize((size, size), Image.Resampling.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError):
+            skipped += 1
+            continue
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        kept.append(f)
+    if not arrays:
+        raise DataError(f"no readable images under {base} ({skipped} files could not be read)")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(
+            f"images under {base} have mixed sizes {sorted(shapes)[:3]}...; pass --image-size to resize them"
+        )
+    return np.stack(arrays), kept, skipped
+
+
+# -- synthetic fingerprints ---------------------------------------------------------------------
+
+
+def synthetic_fingerprints(n: int = 1024, size: int = 32, seed: int = 0) -> DataSet:
+    """Procedural SFinGe-style fingerprints (pipeline/fingerprints.py); image i depends on (seed, i)."""
+    from .fingerprints import generate_fingerprints_with_labels
+
+    batch = generate_fingerprints_with_labels(n, size=size, seed=seed)
+    identity = {"name": "synthetic-fingerprints", "params": {"n": n, "size": size, "seed": seed}}
+    return DataSet(
+        "synthetic-fingerprints", batch.images, identity, "image", labels=np.asarray(batch.labels)
+    )
+
+
+# -- SOCOFing ---------------------------------------------------------------------------------
+
+SOCOFING_RE = re.compile(
+    r"^(?P<subject>\d+)__(?P<gender>[MF])_(?P<hand>Left|Right)_(?P<finger>thumb|index|middle|ring|little)_finger"
+    r"(?:_(?P<alteration>CR|Obl|Zcut))?$",
+    re.IGNORECASE,
+)
+SOCOFING_HINT = (
+    "SOCOFing is at https://www.kaggle.com/datasets/ruizgara/socofing (research licence)"
+)
+
+
+def parse_socofing_name(path: Path) -> dict[str, Any] | None:
+    m = SOCOFING_RE.match(path.stem)
+    if not m:
+        return None
+    d = m.groupdict()
+    return {
+        "subject": int(d["subject"]),
+        "gender": d["gender"].upper(),
+        "hand": d["hand"].capitalize(),
+        "finger": d["finger"].lower(),
+        "alteration": d["alteration"] or "none",
+    }
+
+
+def _socofing_set(path: Path, base: Path) -> str:
+    parts = [p.lower() for p in path.relative_to(base).parts[:-1]]
+    for p in reversed(parts):
+        if p.startswith("altered-"):
+            return "Altered-" + p.split("-", 1)[1].capitalize()
+        if p == "real":
+            return "Real"
+    return "Real"
+
+
+def socofing(
+    data_dir: str | None = None,
+    size: int = 96,
+    sets: tuple[str, ...] = ("Real",),
+    select: dict[str, str] | None = None,
+) -> DataSet:
+    """A local SOCOFing copy, searched recursively (.BMP any case); metadata parsed from file names."""
+    import pyarrow as pa
+
+    base = _find_data_dir(data_dir, "SOCOFing", SOCOFING_HINT)
+    wanted = {s.lower() for s in sets}
+    rows, files = [], []
+    for f in sorted(base.rglob("*")):
+        if f.suffix.lower() != ".bmp" or not f.is_file():
+            continue
+        info = parse_socofing_name(f)
+        subset = _socofing_set(f, base)
+        if info is None or subset.lower() not in wanted:
+            continue
+        info["set"] = subset
+        info["file"] = str(f.relative_to(base))
+        rows.append(info)
+        files.append(f)
+    if not files:
+        raise DataError(
+            f"SOCOFing: no .BMP files of set(s) {', '.join(sets)} found under {base} ({SOCOFING_HINT})"
+        )
+    for key, value in (select or {}).items():
+        if key not in rows[0]:
+            raise DataError(f"SOCOFing: cannot select on {key!r}; columns are {', '.join(rows[0])}")
+        keep = [i for i, r in enumerate(rows) if str(r[key]).lower() == str(value).lower()]
+        rows, files = [rows[i] for i in keep], [files[i] for i in keep]
+        if not rows:
+            raise DataError(f"SOCOFing: no image has {key}={value}")
+    arrays, kept, skipped = _load_images(files, size, 1, base)
+    kept_set = set(kept)
+    rows = [r for r, f in zip(rows, files, strict=True) if f in kept_set]
+    table = pa.Table.from_pylist(rows)
+    identity = {
+        "name": "socofing",
+        "params": {"size": size, "sets": list(sets), "select": select or {}},
+        "files_digest": _digest(
+            [r["file"] + f":{(base / r['file']).stat().st_size}" for r in rows]
+        ),
+        "n_files": len(rows),
+    }
+    notes = [f"skipped {skipped} unreadable files"] if skipped else []
+    return DataSet(
+        "socofing", _to_unit_range(arrays), identity, "image", metadata=table, notes=notes
+    )
+
+
+# -- image folders and textures -------------------------------------------------------------------
+
+
+def _patches(imgs: np.ndarray, patch: int) -> np.ndarray:
+    n, c, h, w = imgs.shape
+    ph, pw = h // patch, w // patch
+    if ph == 0 or pw == 0:
+        raise DataError(f"images of {h}x{w} are smaller than the {patch}x{patch} patch size")
+    x = imgs[:, :, : ph * patch, : pw * patch].reshape(n, c, ph, patch, pw, patch)
+    return x.transpose(0, 2, 4, 1, 3, 5).reshape(n * ph * pw, c, patch, patch)
+
+
+def image_folder(
+    data_dir: str | None = None,
+    size: int | None = None,
+    patch: int | None = None,
+    channels: int = 1,
+) -> DataSet:
+    """Every image under a folder (recursive): resized to ``size`` and/or cut into ``patch`` patches."""
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    base = _find_data_dir(data_dir, "image-folder", "any folder of images")
+    files = sorted(f for f in base.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(
+            f"image-folder: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {base}"
+        )
+    arrays, kept, skipped = _load_images(files, size, channels, base)
+    if patch:
+        arrays = _patches(arrays, patch)
+    identity = {
+        "name": "image-folder",
+        "params": {"size": size, "patch": patch, "channels": channels},
+        "files_digest": _digest([f"{f.relative_to(base)}:{f.stat().st_size}" for f in kept]),
+        "n_files": len(kept),
+    }
+    notes = [f"skipped {skipped} unreadable files"] if skipped else []
+    return DataSet("image-folder", _to_unit_range(arrays), identity, "image", notes=notes)
+
+
+TEXTURES = ("brick.png", "grass.png", "gravel.png")
+
+
+def textures(patch: int = 32) -> DataSet:
+    """The three CC0 512x512 textures shipped in scikit-image's wheel, cut into patches."""
+    try:
+        import skimage
+    except ImportError:
+        raise DataError(
+            "the textures data set needs scikit-image: pip install 'orient[textures]'"
+        ) from None
+    from PIL import Image
+
+    folder = Path(skimage.__file__).parent / "data"
+    imgs = []
+    for name in TEXTURES:
+        f = folder / name
+        if not f.exists():
+            raise DataError(f"textures: {f} is missing from the scikit-image installation")
+        with Image.open(f) as im:
+            imgs.append(np.asarray(im.convert("L"), dtype=np.uint8)[None, None])
+    patches = np.concatenate([_patches(i, patch) for i in imgs])
+    labels = np.repeat(np.arange(len(TEXTURES)), len(patches) // len(TEXTURES))
+    identity = {
+        "name": "textures",
+        "params": {"patch": patch, "files": list(TEXTURES)},
+        "skimage": skimage.__version__,
+    }
+    return DataSet("textures", _to_unit_range(patches), identity, "image", labels=labels)
+
+
+def _torchvision(name: str, data_dir: str | None, train: bool) -> DataSet:
+    import torchvision
+
+    base = _find_data_dir(
+        data_dir, name, "a local copy in torchvision's layout; nothing is downloaded"
+    )
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
+    try:
+        ds = cls(str(base), train=train, download=False)
+    except RuntimeError:
+        raise DataError(
+            f"{name}: no copy in torchvision's layout under {base} (downloading is switched off)"
+        ) from None
+    x = np.asarray(ds.data)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    identity = {"name": name, "params": {"train": train}, "n": int(len(x))}
+    return DataSet(name, _to_unit_range(x), identity, "image", labels=np.asarray(ds.targets))
+
+
+def cifar10(data_dir: str | None = None, train: bool = True) -> DataSet:
+    return _torchvision("cifar10", data_dir, train)
+
+
+def mnist(data_dir: str | None = None, train: bool = True) -> DataSet:
+    return _torchvision("mnist", data_dir, train)
+
+
+# -- tabular generators (paper B section 7) -----------------------------------------------------
+
+
+def gmm2d(
+    n: int = 2000, separation: float = 4.0, std: float = 0.5, weight: float = 0.5, seed: int = 0
+) -> DataSet:
+    """Two Gaussians at (+-separation/2, 0) with isotropic ``std`` and mixing ``weight`` (B sec. 7.1)."""
+    if n < 2 or std <= 0 or not 0 < weight < 1:
+        raise DataError("gmm2d needs n >= 2, std > 0 and 0 < weight < 1")
+    rng = np.random.default_rng(seed)
+    comp = rng.random(n) < weight
+    centres = np.where(comp[:, None], [-separation / 2, 0.0], [separation / 2, 0.0])
+    x = centres + std * rng.standard_normal((n, 2))
+    identity = {
+        "name": "gmm2d",
+        "params": {"n": n, "separation": separation, "std": std, "weight": weight, "seed": seed},
+    }
+    return DataSet("gmm2d", x.astype(np.float32), identity, "vector", labels=comp.astype(np.int64))
+
+
+def snp(
+    n: int = 500,
+    d: int = 1000,
+    block: int = 50,
+    rho: float = 0.9,
+    maf_low: float = 0.05,
+    maf_high: float = 0.5,
+    seed: int = 0,
+) -> DataSet:
+    """Simulated genotypes (B sec. 7.2): within each block a latent Gaussian with corr rho^|i-j|,
+    thresholded at the allele frequency p_j twice (two haplotypes) to genotypes in {0, 1, 2}."""
+    if n < 2 or d < 1 or block < 1 or not 0 <= rho < 1 or not 0 < maf_low <= maf_high <= 0.5:
+        raise DataError(
+            "snp needs n >= 2, d >= 1, block >= 1, 0 <= rho < 1, 0 < maf_low <= maf_high <= 0.5"
+        )
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(maf_low, maf_high, size=d)
+    thresh = np.array([NormalDist().inv_cdf(1 - q) for q in p])
+    geno = np.zeros((n, d), dtype=np.float32)
+    for start in range(0, d, block):
+        k = min(block, d - start)
+        idx = np.arange(k)
+        L = np.linalg.cholesky(rho ** np.abs(idx[:, None] - idx[None, :]) + 1e-12 * np.eye(k))
+        for _ in range(2):  # two haplotypes
+            z = rng.standard_normal((n, k)) @ L.T
+            geno[:, start : start + k] += (z > thresh[start : start + k]).astype(np.float32)
+    identity = {
+        "name": "snp",
+        "params": {
+            "n": n,
+            "d": d,
+            "block": block,
+            "rho": rho,
+            "maf_low": maf_low,
+            "maf_high": maf_high,
+            "seed": seed,
+        },
+    }
+    return DataSet("snp", geno, identity, "vector")
+
+
+def array_file(path: str | None = None) -> DataSet:
+    """A user's .npy array (N, d) or (N, C, H, W); loaded without pickle."""
+    if not path:
+        raise DataError("the array data set needs --data-dir pointing to a .npy file")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"array: {p} is not a file")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"array: {p} is not a plain .npy array ({exc})") from None
+    if x.ndim not in (2, 4):
+        raise DataError(f"array: expected shape (N, d) or (N, C, H, W), got {x.shape}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DataError(f"array: {p} contains NaN or Inf values")
+    h = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+    identity = {"name": "array", "params": {"file": p.name}, "sha256": h}
+    return DataSet("array", x, identity, "image" if x.ndim == 4 else "vector")
+
+
+DATASETS: dict[str, Callable[..., DataSet]] = {
+    "synthetic-fingerprints": synthetic_fingerprints,
+    "socofing": socofing,
+    "image-folder": image_folder,
+    "textures": textures,
+    "cifar10": cifar10,
+    "mnist": mnist,
+    "gmm2d": gmm2d,
+    "snp": snp,
+    "array": array_file,
+}
+
+
+def load_dataset(name: str, **options: Any) -> DataSet:
+    """Load the data set ``name`` with loader-specific ``options`` (unknown options are an error)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    loader = DATASETS[name]
+    import inspect
+
+    accepted = set(inspect.signature(loader).parameters)
+    unknown = set(options) - accepted
+    if unknown:
+        raise DataError(
+            f"data set {name!r} takes no option(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(accepted)) or 'none'}"
+        )
+    return loader(**options)
+
+
+def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test split of range(n): (train indices, test indices), both sorted."""
+    if not 0 <= test_fraction < 1:
+        raise DataError(f"test fraction must be in [0, 1), got {test_fraction}")
+    perm = np.random.default_rng([seed, 0x5EED]).permutation(n)
+    n_test = int(round(n * test_fraction))
+    if n - n_test < 1:
+        raise DataError("the split leaves no training example")
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])

@@ -1,0 +1,356 @@
+"""The precompute stage: data set -> process -> Dask-parallel chain simulation -> tuple store.
+
+``run_precompute(PrecomputeConfig(...))`` creates (or resumes) a store and fills it block by block
+on a Dask cluster: a LocalCluster of worker processes by default, or an existing scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from orient.dynamics import Process, create_process
+from orient.storage.store import StoreError, TupleStore, epoch_name, exists, tmp_epoch_name
+
+from .blocks import Plan, bytes_per_tuple, make_plan
+from .datasets import DataSet, load_dataset, split_indices
+from .progress import Progress
+from .tasks import DiskFullError, run_block
+
+
+@dataclass
+class PrecomputeConfig:
+    """Everything ``orient precompute`` takes; recorded in the store."""
+
+    out: str = "cache.zarr"
+    dataset: str = "synthetic-fingerprints"
+    data_options: dict[str, Any] = field(default_factory=dict)
+    process: str = "kuramoto-local"
+    steps: int = 100
+    schedule: str | None = None
+    process_options: dict[str, Any] = field(default_factory=dict)
+    M: int = 5
+    every: int = 1
+    tuples_per_chain: int | None = None
+    disk_budget: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+    test_fraction: float = 0.1
+    workers: int = 2
+    scheduler: str | None = None
+    device: str = "cpu"
+    max_batch: int = 64
+    resume: bool = False
+    overwrite: bool = False
+
+    @property
+    def mode(self) -> str:
+        per_epoch = (self.tuples_per_chain, self.disk_budget, self.epochs)
+        return "epoch" if any(v is not None for v in per_epoch) else "full"
+
+
+@dataclass
+class Summary:
+    url: str
+    tuples: int
+    bytes_on_disk: int
+    seconds: float
+    chain_steps: int
+    blocks_run: int
+
+    def lines(self) -> list[str]:
+        bpt = self.bytes_on_disk / max(1, self.tuples)
+        rate = self.tuples / self.seconds if self.seconds > 0 else float("nan")
+        steps = self.chain_steps / self.seconds if self.seconds > 0 else float("nan")
+        return [
+            f"tuples: {self.tuples:,}  on disk: {self.bytes_on_disk / 2**20:,.1f} MiB "
+            f"({bpt:,.0f} bytes/tuple)",
+            f"time: {self.seconds:,.1f} s  ({rate:,.0f} tuples/s, {steps:,.0f} chain-steps/s, "
+            f"{self.blocks_run} blocks run)",
+            f"store: {self.url}",
+        ]
+
+
+def check_device(device: str) -> str:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r} (cpu, cuda)")
+    return device
+
+
+def prepare(cfg: PrecomputeConfig) -> tuple[DataSet, np.ndarray, np.ndarray, Process]:
+    """Load the data, split it, and build the process for the training split."""
+    if cfg.M < 1:
+        raise ValueError(f"--samples (M) must be >= 1, got {cfg.M}")
+    ds = load_dataset(cfg.dataset, **cfg.data_options)
+    train, test = split_indices(len(ds.data), cfg.test_fraction, cfg.seed)
+    example = torch.from_numpy(ds.data[train])
+    process = create_process(
+        cfg.process, steps=cfg.steps, schedule=cfg.schedule, example=example, **cfg.process_options
+    )
+    return ds, train, test, process
+
+
+def tuples_per_chain(
+    cfg: PrecomputeConfig, n_chains: int, state_shape: tuple[int, ...], periodic: bool
+) -> int:
+    """K from --tuples-per-chain, or the largest K whose epochs fit --disk-budget."""
+    if cfg.tuples_per_chain is not None:
+        return cfg.tuples_per_chain
+    if cfg.disk_budget is None:
+        return max(1, min(cfg.steps, 10))
+    per = bytes_per_tuple(state_shape, cfg.M, periodic)
+    n_epochs = cfg.epochs or 1
+    k = cfg.disk_budget // (n_epochs * n_chains * per)
+    if k < 1:
+        need = n_epochs * n_chains * per
+        raise ValueError(
+            f"--disk-budget {cfg.disk_budget:,} bytes is too small for one tuple per chain "
+            f"({n_chains} chains x {n_epochs} epochs x {per:,} bytes = {need:,} bytes)"
+        )
+    return int(min(k, cfg.steps))
+
+
+def _meta(
+    cfg: PrecomputeConfig, ds: DataSet, train: np.ndarray, test: np.ndarray, plan: Plan
+) -> dict:
+    options = asdict(cfg)
+    for transient in ("resume", "overwrite", "workers", "scheduler", "out"):
+        options.pop(transient)
+    return {
+        "dataset": ds.identity,
+        "split": {
+            "seed": cfg.seed,
+            "test_fraction": cfg.test_fraction,
+            "n_train": len(train),
+            "n_test": len(test),
+        },
+        "seed": cfg.seed,
+        "M": cfg.M,
+        "mode": plan.mode,
+        "epochs_planned": (cfg.epochs or 1) if plan.mode == "epoch" else 0,
+        "plan": plan.to_json(),
+        "device": cfg.device,
+        "options": options,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def check_resumable(store: TupleStore, process: Process, ds: DataSet, plan: Plan) -> None:
+    """A store given to --resume must have been written with the same process, data and plan."""
+    m = store.meta
+    store.check_process(process.config_hash, what="this command")
+    if m["dataset"] != ds.identity:
+        raise StoreError(f"{store.url} was written for data set {m['dataset']}, not {ds.identity}")
+    if m["plan"] != plan.to_json():
+        diff = sorted(k for k in plan.to_json() if m["plan"].get(k) != plan.to_json()[k])
+        raise StoreError(
+            f"{store.url} was written with other cache settings ({', '.join(diff)} differ)"
+        )
+
+
+@contextlib.contextmanager
+def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[Any]:
+    """A distributed Client: to ``scheduler`` if given, else a LocalCluster of worker processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(
+                f"the Dask scheduler at {scheduler} does not answer ({exc.__class__.__name__})"
+            ) from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if device.startswith("cuda"):
+        workers = min(workers, torch.cuda.device_count())  # one worker per GPU
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+            worker_class="distributed.Nanny",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _run_group(
+    client: Any,
+    store: TupleStore,
+    group: str,
+    plan: Plan,
+    epoch: int,
+    cfg: PrecomputeConfig,
+    label: str,
+) -> tuple[int, int]:
+    """Run the blocks of ``group`` that are not done; returns (tuples written, blocks run)."""
+    from distributed import as_completed
+
+    done = store.done_blocks(group)
+    todo = [b for b in range(plan.n_blocks) if not done[b]]
+    if not todo:
+        return 0, 0
+    threads = 1
+    specs = [
+        {
+            "url": store.url,
+            "group": group,
+            "plan": plan.to_json(),
+            "epoch": epoch,
+            "block": b,
+            "device": cfg.device,
+            "process_hash": store.meta["process_hash"],
+            "threads": threads,
+        }
+        for b in todo
+    ]
+    bar = Progress(len(todo), label, unit="blocks")
+    tuples = 0
+    futures = client.map(run_block, specs, pure=False)
+    try:
+        for fut in as_completed(futures):
+            info = fut.result()
+            tuples += info["tuples"]
+            rate = tuples / (time.perf_counter() - bar.start)
+            bar.update(1, tuples=f"{tuples:,}", rate=f"{rate:,.0f}/s")
+    except DiskFullError:
+        client.cancel(futures)
+        raise StoreError(
+            f"disk full while writing {store.url}; completed blocks are kept: free space and re-run with --resume"
+        ) from None
+    finally:
+        bar.close()
+    return tuples, len(todo)
+
+
+def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
+    """Create or resume the store described by ``cfg`` and fill it; returns a summary."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    check_device(cfg.device)
+    if cfg.steps < 1 or isinstance(cfg.steps, bool):
+        raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
+    if cfg.epochs is not None and cfg.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
+    ds, train, test, process = prepare(cfg)
+    for note in ds.notes:
+        log(f"note: {note}")
+    x0 = ds.data[train]
+    state_shape = tuple(x0.shape[1:])
+    k = (
+        tuples_per_chain(cfg, len(train), state_shape, process.periodic)
+        if cfg.mode == "epoch"
+        else 0
+    )
+    plan = make_plan(
+        mode=cfg.mode,
+        n_chains=len(train),
+        T=process.T,
+        M=cfg.M,
+        seed=cfg.seed,
+        state_shape=state_shape,
+        periodic=process.periodic,
+        every=cfg.every,
+        tuples_per_chain=k,
+        max_batch=cfg.max_batch,
+    )
+    if cfg.resume:
+        if not exists(cfg.out):
+            raise StoreError(f"--resume: there is no store at {cfg.out}")
+        store = TupleStore.open(cfg.out, mode="r+")
+        check_resumable(store, process, ds, plan)
+        log(f"resuming {cfg.out}")
+    else:
+        if exists(cfg.out) and not cfg.overwrite:
+            try:
+                TupleStore.open(cfg.out)
+                what = "an orient store"
+            except StoreError:
+                what = "not an orient store"
+            raise StoreError(
+                f"{cfg.out} already exists ({what}); pass --resume to continue it or --overwrite to replace it"
+            )
+        store = TupleStore.create(
+            cfg.out,
+            _meta(cfg, ds, train, test, plan),
+            process,
+            x0,
+            train,
+            test,
+            overwrite=cfg.overwrite,
+        )
+        if ds.metadata is not None:
+            _write_metadata(cfg.out, ds, train)
+    log(
+        f"precompute: {cfg.process} on {ds.name} ({len(train)} chains, T={process.T}, M={cfg.M}, "
+        f"{plan.mode} mode, {plan.kept_per_chain} tuples/chain, {plan.n_blocks} blocks of "
+        f"{plan.chains_per_block} chains) -> {cfg.out}"
+    )
+    t0 = time.perf_counter()
+    tuples = blocks = 0
+    with dask_client(cfg.workers, cfg.scheduler, cfg.device) as client:
+        if plan.mode == "full":
+            if "full" not in store.root.group_keys():
+                store.create_tuple_group("full", plan.layout())
+            n, b = _run_group(client, store, "full", plan, 0, cfg, "full")
+            tuples, blocks = tuples + n, blocks + b
+        else:
+            have = set(store.epochs())
+            for e in range(cfg.epochs or 1):
+                if e in have:
+                    continue
+                tmp = tmp_epoch_name(e)
+                if tmp.split("/")[1] not in store.root["epochs"].group_keys():
+                    store.create_tuple_group(tmp, plan.layout())
+                n, b = _run_group(client, store, tmp, plan, e, cfg, f"epoch {e}")
+                tuples, blocks = tuples + n, blocks + b
+                store.rename_group(tmp, epoch_name(e))
+    seconds = time.perf_counter() - t0
+    per_block_steps = plan.T * plan.chains_per_block
+    return Summary(
+        cfg.out, tuples, store.nbytes_on_disk(), seconds, blocks * per_block_steps, blocks
+    )
+
+
+def _write_metadata(url: str, ds: DataSet, train: np.ndarray) -> None:
+    """The data set's per-example table (e.g. SOCOFing's parsed file names) as Parquet in the store."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from orient.storage.store import is_local, local_path
+
+    table = ds.metadata.append_column("train", pa.array(np.isin(np.arange(len(ds.data)), train)))
+    if is_local(url):
+        pq.write_table(table, os.path.join(local_path(url), "metadata.parquet"))
+    else:
+        import fsspec
+
+        with fsspec.open(f"{url}/metadata.parquet", "wb") as f:
+            pq.write_table(table, f)
+
+
+def estimate_bytes(plan: Plan) -> int:
+    return (
+        plan.n_blocks
+        * plan.tuples_per_block
+        * bytes_per_tuple(plan.state_shape, plan.M, plan.periodic)
+    )
+
+
+__all__ = ["PrecomputeConfig", "Summary", "run_precompute"]

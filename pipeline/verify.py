@@ -1,0 +1,106 @@
+"""``orient verify``: checksums, completion markers, block digests and recomputation from seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from orient.storage.store import TupleStore, block_digest, read_block, write_block
+
+from .blocks import Plan, simulate_block
+from .progress import Progress
+
+
+@dataclass
+class GroupReport:
+    name: str
+    blocks: int
+    incomplete: list[int] = field(default_factory=list)
+    corrupted: list[int] = field(default_factory=list)  # checksum or digest mismatch
+    recomputed: list[int] = field(default_factory=list)
+    mismatched: list[int] = field(default_factory=list)  # differs from a fresh simulation
+    repaired: list[int] = field(default_factory=list)
+
+    @property
+    def damaged(self) -> list[int]:
+        return sorted(set(self.corrupted) | set(self.mismatched))
+
+    @property
+    def ok(self) -> bool:
+        return not self.incomplete and not self.damaged
+
+    def line(self) -> str:
+        status = "ok" if self.ok else "DAMAGED" if self.damaged else "INCOMPLETE"
+        parts = [f"{self.name}: {status}", f"{self.blocks} blocks"]
+        if self.incomplete:
+            parts.append(f"{len(self.incomplete)} not done")
+        if self.corrupted:
+            parts.append(f"corrupted {self.corrupted[:8]}")
+        if self.mismatched:
+            parts.append(f"differ from recomputation {self.mismatched[:8]}")
+        parts.append(f"recomputed {len(self.recomputed)}")
+        if self.repaired:
+            parts.append(f"repaired {len(self.repaired)}")
+        return ", ".join(parts)
+
+
+def simulate(process, x0, plan, epoch, block, device) -> dict[str, np.ndarray]:
+    """simulate_block with one torch thread, exactly as the precompute workers run it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return simulate_block(process, x0, plan, epoch, block, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def verify_store(
+    url: str, repair: bool = False, recompute: int = 2, seed: int = 0
+) -> list[GroupReport]:
+    """Check every block of every tuple group; recompute ``recompute`` blocks per group from seeds.
+
+    With ``repair``, damaged (and not-done) blocks are simulated again and rewritten.
+    """
+    store = TupleStore.open(url, mode="r+" if repair else "r")
+    device = store.meta.get("device", "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"{url} was written on {device}; verify and repair it on a machine with CUDA"
+        )
+    process = store.process().to(device)
+    x0 = store.source()
+    plan = Plan.from_json(store.meta["plan"])
+    names = store.tuple_groups() + [
+        f"epochs/{k}" for k in store.root["epochs"].group_keys() if k.startswith(".tmp-")
+    ]
+    reports = []
+    for name in names:
+        g = store.group(name)
+        epoch = int(name.split("/")[1].replace(".tmp-", "")) if name.startswith("epochs/") else 0
+        done = store.done_blocks(name)
+        digests = np.asarray(g["digest"][...])
+        rep = GroupReport(name, plan.n_blocks, incomplete=[int(b) for b in np.flatnonzero(~done)])
+        bar = Progress(plan.n_blocks, f"verify {name}", unit="blocks")
+        for b in np.flatnonzero(done):
+            try:
+                arrays = read_block(g, int(b))
+                if not np.array_equal(block_digest(arrays), digests[b]):
+                    rep.corrupted.append(int(b))
+            except ValueError:  # "Stored and computed checksum do not match"
+                rep.corrupted.append(int(b))
+            bar.update(1)
+        bar.close()
+        healthy = [int(b) for b in np.flatnonzero(done) if int(b) not in rep.corrupted]
+        rng = np.random.default_rng(seed)
+        for b in rng.permutation(healthy)[:recompute]:
+            fresh = simulate(process, x0, plan, epoch, int(b), device)
+            rep.recomputed.append(int(b))
+            if not np.array_equal(block_digest(fresh), digests[b]):
+                rep.mismatched.append(int(b))
+        if repair:
+            for b in sorted(set(rep.damaged) | set(rep.incomplete)):
+                write_block(g, b, simulate(process, x0, plan, epoch, b, device))
+                rep.repaired.append(b)
+        reports.append(rep)
+    return reports

@@ -1,0 +1,343 @@
+"""The tuple store: a Zarr 3 group on disk (or any fsspec URL) holding training tuples.
+
+Layout (docs/store-format.md is the reference):
+
+    STORE/                      root attrs["orient"]: format version, process config + hash, data set
+                                identity, split, seed, M, mode, layout, software versions
+      process/<buffer>          fitted process arrays (GOU's eigenbasis, anchors), float64
+      source/x0                 the training split's data (data space, float32), one row per chain
+      source/index, split/test  original data set indices of the train and test splits
+      full/                     full mode: every (k-th) step of every chain
+      epochs/00000/ ...         per-epoch mode: one group per epoch, renamed into place when done
+        x_prev (N, *S), x_t (N, M, *S), score (N, M, *S), t (N,), src (N,), done (n_blocks,)
+
+Every chunk carries a CRC32C checksum; ``done[b] = 1`` is written after all of block b's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+import zarr.codecs as zc
+from orient.dynamics import Process, process_from_config
+
+from .codecs import ENCODINGS
+
+FORMAT_VERSION = 1
+TUPLE_ARRAYS = ("x_prev", "x_t", "score", "t", "src")
+TRAINING_ARRAYS = ("x_t", "score", "t")
+
+
+class StoreError(ValueError):
+    """A store that is missing, incomplete, corrupted or incompatible (one-line message)."""
+
+
+def software_versions() -> dict[str, str]:
+    return {
+        "orient": version("orient"),
+        "torch": torch.__version__,
+        "zarr": zarr.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def local_path(url: str) -> str:
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epochs/{epoch:05d}"
+
+
+def tmp_epoch_name(epoch: int) -> str:
+    return f"epochs/.tmp-{epoch:05d}"
+
+
+def _checked() -> list:
+    return [zc.Crc32cCodec()]
+
+
+@dataclass
+class Layout:
+    """Shape of one tuple group: n_blocks blocks of ``tuples_per_block`` tuples (last may be short)."""
+
+    n_tuples: int
+    n_blocks: int
+    tuples_per_block: int
+    chunk_tuples: int
+    state_shape: tuple[int, ...]
+    M: int
+    state_encoding: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "state_shape": list(self.state_shape)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Layout:
+        return cls(**{**d, "state_shape": tuple(d["state_shape"])})
+
+
+class TupleStore:
+    """An opened store: metadata, the process it was written for, and its tuple groups."""
+
+    def __init__(self, url: str, root: zarr.Group) -> None:
+        self.url = url
+        self.root = root
+        attrs = root.attrs.asdict()
+        if "orient" not in attrs:
+            raise StoreError(f"{url} is a Zarr group but not an orient store")
+        self.meta: dict[str, Any] = attrs["orient"]
+        fmt = self.meta.get("format_version")
+        if fmt != FORMAT_VERSION:
+            raise StoreError(
+                f"{url} has store format {fmt}, this orient reads format {FORMAT_VERSION}; "
+                "re-run `orient precompute` with this version"
+            )
+
+    # -- creation / opening ------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        meta: dict[str, Any],
+        process: Process,
+        x0: np.ndarray,
+        source_index: np.ndarray,
+        test_index: np.ndarray,
+        overwrite: bool = False,
+    ) -> TupleStore:
+        """Write a new, empty store (metadata, process buffers, sources); refuses to overwrite."""
+        if exists(url):
+            if not overwrite:
+                raise StoreError(
+                    f"{url} already exists; pass --resume to continue it or --overwrite to replace it"
+                )
+            remove(url)
+        root = zarr.open_group(url, mode="w-")
+        meta = {
+            **meta,
+            "format_version": FORMAT_VERSION,
+            "software": software_versions(),
+            "process": process.to_config(),
+            "process_hash": process.config_hash,
+        }
+        proc = root.create_group("process")
+        for name, buf in process.buffers().items():
+            a = proc.create_array(name, shape=buf.shape, dtype="float64", compressors=_checked())
+            a[...] = buf.detach().cpu().double().numpy()
+        src = root.create_group("source")
+        _write_whole(src, "x0", np.ascontiguousarray(x0, dtype=np.float32))
+        _write_whole(src, "index", np.asarray(source_index, dtype=np.int64))
+        _write_whole(root.create_group("split"), "test", np.asarray(test_index, dtype=np.int64))
+        root.create_group("epochs")
+        # metadata last: a store without it is not an orient store and is never mistaken for one
+        root.attrs["orient"] = json.loads(json.dumps(meta))
+        return cls(url, root)
+
+    @classmethod
+    def open(cls, url: str, mode: str = "r") -> TupleStore:
+        if not exists(url):
+            raise StoreError(f"no store at {url}")
+        try:
+            root = zarr.open_group(url, mode=mode)
+        except Exception as exc:  # not a Zarr group at all
+            raise StoreError(f"{url} is not a Zarr store ({exc.__class__.__name__})") from None
+        return cls(url, root)
+
+    # -- metadata ------------------------------------------------------------------------------
+    def process(self) -> Process:
+        """Rebuild exactly the process that wrote this store."""
+        bufs = {
+            name: torch.from_numpy(np.asarray(self.root[f"process/{name}"][...]))
+            for name in self.meta["process"].get("buffers", {})
+        }
+        proc = process_from_config(self.meta["process"], bufs)
+        if proc.config_hash != self.meta["process_hash"]:
+            raise StoreError(
+                f"{self.url}: the process configuration does not match its recorded hash"
+            )
+        return proc
+
+    def check_process(self, config_hash: str, what: str = "the checkpoint") -> None:
+        if config_hash != self.meta["process_hash"]:
+            raise StoreError(
+                f"{self.url} was written for process {describe_process(self.meta['process'])} "
+                f"(hash {self.meta['process_hash'][:12]}), which is not the process of {what} "
+                f"(hash {config_hash[:12]})"
+            )
+
+    def source(self) -> np.ndarray:
+        return np.asarray(self.root["source/x0"][...])
+
+    # -- tuple groups ------------------------------------------------------------------------------
+    def create_tuple_group(self, name: str, layout: Layout) -> zarr.Group:
+        """Create the arrays of a tuple group (no data; chunks aligned to blocks)."""
+        g = self.root.create_group(name, overwrite=True)
+        n, ct, S, M = layout.n_tuples, layout.chunk_tuples, layout.state_shape, layout.M
+        sdt = ENCODINGS[layout.state_encoding]
+        specs = {
+            "x_prev": ((n, *S), (ct, *S), sdt),
+            "x_t": ((n, M, *S), (ct, M, *S), sdt),
+            "score": ((n, M, *S), (ct, M, *S), "float16"),
+            "t": ((n,), (ct,), "int32"),
+            "src": ((n,), (ct,), "int32"),
+        }
+        for key, (shape, chunks, dtype) in specs.items():
+            g.create_array(
+                key, shape=shape, chunks=chunks, dtype=dtype, compressors=_checked(), fill_value=0
+            )
+        g.create_array(
+            "digest",
+            shape=(layout.n_blocks, 32),
+            chunks=(1, 32),
+            dtype="uint8",
+            compressors=_checked(),
+            fill_value=0,
+        )
+        g.create_array(
+            "done",
+            shape=(layout.n_blocks,),
+            chunks=(1,),
+            dtype="uint8",
+            compressors=_checked(),
+            fill_value=0,
+        )
+        g.attrs["layout"] = layout.to_json()
+        return g
+
+    def group(self, name: str) -> zarr.Group:
+        try:
+            return self.root[name]
+        except KeyError:
+            raise StoreError(f"{self.url} has no tuple group {name!r}") from None
+
+    def layout(self, name: str) -> Layout:
+        return Layout.from_json(self.group(name).attrs["layout"])
+
+    def done_blocks(self, name: str) -> np.ndarray:
+        return np.asarray(self.group(name)["done"][...]).astype(bool)
+
+    def is_complete(self, name: str) -> bool:
+        try:
+            return bool(self.done_blocks(name).all())
+        except StoreError:
+            return False
+
+    def epochs(self) -> list[int]:
+        """Epoch numbers whose groups were renamed into place (complete by construction)."""
+        out = []
+        for key in self.root["epochs"].group_keys():
+            if key.isdigit():
+                out.append(int(key))
+        return sorted(out)
+
+    def tuple_groups(self) -> list[str]:
+        """The complete-or-not tuple groups that training could read: full, then epochs."""
+        names = ["full"] if "full" in self.root.group_keys() else []
+        return names + [epoch_name(e) for e in self.epochs()]
+
+    def rename_group(self, src: str, dst: str) -> None:
+        """Move a tuple group into place (atomic directory rename on local file systems)."""
+        if is_local(self.url):
+            base = local_path(self.url)
+            os.replace(os.path.join(base, src), os.path.join(base, dst))
+        else:  # object stores have no atomic rename; readers also require every done marker
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(self.url)
+            fs.mv(f"{path}/{src}", f"{path}/{dst}", recursive=True)
+        self.root = zarr.open_group(self.url, mode="r+")
+
+    def delete_group(self, name: str) -> None:
+        if is_local(self.url):
+            shutil.rmtree(os.path.join(local_path(self.url), name), ignore_errors=True)
+        else:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(self.url)
+            fs.rm(f"{path}/{name}", recursive=True)
+        self.root = zarr.open_group(self.url, mode="r+")
+
+    def nbytes_on_disk(self) -> int:
+        if is_local(self.url):
+            total = 0
+            for dirpath, _, files in os.walk(local_path(self.url)):
+                total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+            return total
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(self.url)
+        return int(fs.du(path))
+
+
+def block_digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """SHA-256 over a block's tuple arrays (in TUPLE_ARRAYS order) as 32 uint8."""
+    h = hashlib.sha256()
+    for key in TUPLE_ARRAYS:
+        h.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
+def write_block(group: zarr.Group, block: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write a block's arrays into its own aligned region, then its digest, then its done marker."""
+    layout = Layout.from_json(group.attrs["layout"])
+    start, stop = block * layout.tuples_per_block, (block + 1) * layout.tuples_per_block
+    for key in TUPLE_ARRAYS:
+        group[key][start:stop] = arrays[key]
+    group["digest"][block] = block_digest(arrays)
+    group["done"][block] = 1
+
+
+def read_block(
+    group: zarr.Group, block: int, keys: tuple[str, ...] = TUPLE_ARRAYS
+) -> dict[str, np.ndarray]:
+    """Read a block's region of ``keys`` (raises ValueError on a checksum mismatch)."""
+    layout = Layout.from_json(group.attrs["layout"])
+    start, stop = block * layout.tuples_per_block, (block + 1) * layout.tuples_per_block
+    return {key: np.asarray(group[key][start:stop]) for key in keys}
+
+
+def _write_whole(g: zarr.Group, name: str, a: np.ndarray) -> None:
+    arr = g.create_array(name, shape=a.shape, dtype=a.dtype, compressors=_checked(), fill_value=0)
+    arr[...] = a
+
+
+def exists(url: str) -> bool:
+    if is_local(url):
+        return os.path.exists(local_path(url))
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return bool(fs.exists(path))
+
+
+def remove(url: str) -> None:
+    if is_local(url):
+        p = local_path(url)
+        shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+    else:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url)
+        fs.rm(path, recursive=True)
+
+
+def describe_process(config: dict[str, Any]) -> str:
+    parts = [config["process"]]
+    for key in ("variant", "instance", "schedule"):
+        if config.get(key):
+            parts.append(str(config[key]))
+    return f"{'/'.join(parts)} T={config['T']}"
