@@ -1,0 +1,578 @@
+"""Anisotropic SPDE diffusion (paper C): a stochastic Perona-Malik equation on each image channel.
+
+    dU = div(g1(s, grad U) grad U) ds + g2(s, grad U) dW,   g_i(s, x) = alpha_i(s) / sqrt(1 + |x / lambda_i(s)|^2)
+
+on the pixel grid (spacing 1, zero-flux Neumann boundaries, channels independent), stepped by tamed
+Euler-Maruyama (C eq. 39, gamma = 1) with T steps of h = horizon / T. Transition t uses the
+coefficients at s = (t - 1) h (explicit), so with u = x_{t-1}:
+
+    mean = u + h b(u) / (1 + h |b(u)|),   x_t ~ N(mean, h D Q D),   D = diag g2(s, grad u)
+
+where b is the flux-form drift, |b| the L2 norm over all of an example's state dims, and Q the
+spatial noise correlation (I when corr_length = 0; otherwise the reflected exponential kernel,
+diagonal in the DCT-II basis after a diagonal rescaling). The transition is Gaussian, so its score
+and log-density are exact. The reverse step is Euler-Maruyama for the reverse SDE (C eq. 20)
+including div(D Q D). Choices and reasons: docs/processes.md, "Anisotropic SPDE".
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import (
+    Method,
+    Process,
+    check_buffers,
+    check_config_kind,
+    check_positive,
+    check_steps,
+    randn,
+    schedule_at,
+)
+from .schedules import geometric, parse_endpoints, polynomial
+
+Instance = Literal["anisotropic", "heat", "ve"]
+Shape = Literal["geometric", "polynomial"]
+Prior = Literal["fitted", "noise"]
+
+DEFAULT_HORIZON = 2.0  # C sec. 5.4: T = 2
+LAMBDA_MIN, LAMBDA_K = 0.025, 0.5  # C eq. 16
+# VE: Song et al.'s CIFAR-10 sigma in [0.01, 50] for data in [0, 1], doubled for data in [-1, 1];
+# sigma_max grows with the image side as in Song et al.'s CelebA-64 (90) and LSUN-256 (380) configs.
+VE_SIGMA_MIN, VE_SIGMA_MAX_PER_PIXEL = 0.02, 100.0 / 32
+EIG_FLOOR = 1e-6  # eigenvalues of the reflected kernel are clipped at EIG_FLOOR * max
+PRIOR_KEYS = ("prior_mean", "prior_var")
+OPTIONS = frozenset(
+    {
+        "alpha1", "alpha2", "horizon", "shape", "power", "lambda1", "lambda1_k", "lambda2",
+        "lambda2_k", "corr_length", "prior", "prior_examples", "prior_seed",
+    }
+)  # fmt: skip
+
+
+def instance_defaults(instance: str, image_size: int, horizon: float) -> dict[str, Any]:
+    """Paper C section 5's parameters of ``instance`` for images whose longer side is ``image_size``."""
+    if instance == "anisotropic":  # C sec. 5.2
+        return {"alpha1": (0.5, 2.0 * image_size), "alpha2": (0.01, 2.0), "lambda1": LAMBDA_MIN}
+    if instance == "heat":  # C sec. 5.3
+        return {"alpha1": (0.5, 2.0 * image_size), "alpha2": (0.01, 0.5), "lambda1": None}
+    if instance == "ve":  # C sec. 5.1: alpha2 = sqrt(d sigma^2 / ds) for geometric sigma(s)
+        check_positive("horizon", horizon)
+        lo, hi = VE_SIGMA_MIN, VE_SIGMA_MAX_PER_PIXEL * image_size
+        c = math.sqrt(2.0 * math.log(hi / lo) / horizon)
+        return {"alpha1": (0.0, 0.0), "alpha2": (lo * c, hi * c), "lambda1": None}
+    raise ValueError(f"unknown SPDE instance {instance!r} (anisotropic, heat, ve)")
+
+
+def _check_ends(name: str, ends: Any, positive: bool) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in ends)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} needs two endpoints (start, end), got {ends!r}") from None
+    for v in (lo, hi):
+        if not math.isfinite(v) or v < 0 or (positive and v == 0):
+            kind = "positive" if positive else ">= 0"
+            raise ValueError(f"{name} endpoints must be finite and {kind}, got {lo}, {hi}")
+    return lo, hi
+
+
+def _check_lambda(name: str, value: float | None) -> float | None:
+    if value is None or value == math.inf:
+        return None  # infinity: that term is isotropic
+    check_positive(name, value)
+    return float(value)
+
+
+def _check_k(name: str, k: float | None) -> float | None:
+    if k is None:
+        return None
+    if not (isinstance(k, int | float) and math.isfinite(k) and k >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0 or None (constant), got {k!r}")
+    return float(k)
+
+
+def alpha_schedule(
+    ends: tuple[float, float], shape: Shape, power: float, times: Tensor, horizon: float
+) -> Tensor:
+    """alpha(s) at ``times``: geometric (C eq. 15) or polynomial (C fig. 5); equal ends: constant."""
+    lo, hi = ends
+    if lo == hi:
+        return torch.full_like(times, lo)
+    if shape == "geometric":
+        if lo <= 0 or hi <= 0:
+            raise ValueError(
+                f"a geometric schedule needs positive endpoints, got {lo}, {hi} (use polynomial)"
+            )
+        return geometric(lo, hi, times, horizon)
+    return polynomial(lo, hi, times, horizon, power)
+
+
+def lambda_schedule(lmin: float | None, k: float | None, times: Tensor, horizon: float) -> Tensor:
+    """lambda(s) = lmin (e^{k H} - 1) / (e^{k (H - s)} - 1) (C eq. 16); k = 0: its limit
+    lmin H / (H - s); k = None: constant lmin; lmin = None: infinity (isotropic)."""
+    if lmin is None:
+        return torch.full_like(times, math.inf)
+    if k is None:
+        return torch.full_like(times, lmin)
+    if k == 0:
+        return lmin * horizon / (horizon - times)
+    return lmin * math.expm1(k * horizon) / torch.expm1(k * (horizon - times))
+
+
+def dct_matrix(n: int) -> Tensor:
+    """Orthonormal DCT-II matrix (n, n), float64: it diagonalises the Neumann 5-point Laplacian."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None]
+    c = torch.cos(math.pi * k * (2 * i + 1) / (2 * n)) * math.sqrt(2.0 / n)
+    c[0] /= math.sqrt(2.0)
+    return c
+
+
+def reflected_kernel_eigenvalues(height: int, width: int, corr_length: float) -> Tensor:
+    """DCT-II eigenvalues (H, W) of exp(-|x - y| / l) mirrored across the image's edges.
+
+    The kernel sampled on the (2H, 2W) torus (minimum-image distances) is even in each axis, so its
+    FFT is real, and the DCT-II diagonalises the restriction of its circular convolution to
+    half-sample-symmetric images: the matrix A_ij = sum over the 4 mirror images of k(x_i - x_j').
+    """
+    n1 = torch.arange(2 * height, dtype=torch.float64)
+    n2 = torch.arange(2 * width, dtype=torch.float64)
+    d1 = torch.minimum(n1, 2 * height - n1)[:, None]
+    d2 = torch.minimum(n2, 2 * width - n2)[None]
+    kernel = torch.exp(-torch.sqrt(d1**2 + d2**2) / corr_length)
+    lam = torch.fft.fft2(kernel).real[:height, :width]
+    return lam.clamp_min(EIG_FLOOR * float(lam.max()))
+
+
+def _diffs(u: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward differences across the faces: along H (..., H-1, W) and along W (..., H, W-1)."""
+    return u[..., 1:, :] - u[..., :-1, :], u[..., :, 1:] - u[..., :, :-1]
+
+
+def _central(dv: Tensor, dw: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel central differences (u_{i+1} - u_{i-1}) / 2 along H and W, ghost pixels replicated."""
+    dv, dw = F.pad(dv, (0, 0, 1, 1)), F.pad(dw, (1, 1))
+    return 0.5 * (dv[..., 1:, :] + dv[..., :-1, :]), 0.5 * (dw[..., 1:] + dw[..., :-1])
+
+
+class SPDEProcess(Process):
+    """Tamed Euler-Maruyama chain of the stochastic Perona-Malik SPDE; state (B, C, H, W)."""
+
+    kind = "spde"
+    periodic = False
+    state_ndim = 3
+
+    def __init__(
+        self,
+        T: int,
+        *,
+        instance: Instance,
+        height: int,
+        width: int,
+        alpha1: tuple[float, float],
+        alpha2: tuple[float, float],
+        horizon: float = DEFAULT_HORIZON,
+        shape: Shape = "geometric",
+        power: float = 1.0,
+        lambda1: float | None = None,
+        lambda1_k: float | None = LAMBDA_K,
+        lambda2: float | None = None,
+        lambda2_k: float | None = LAMBDA_K,
+        corr_length: float = 0.0,
+        prior: Prior = "fitted",
+        prior_examples: int = 32,
+        prior_seed: int = 0,
+        prior_buffers: dict[str, Tensor] | None = None,
+    ) -> None:
+        check_steps(T)
+        if instance not in ("anisotropic", "heat", "ve"):
+            raise ValueError(f"unknown SPDE instance {instance!r} (anisotropic, heat, ve)")
+        for name, n in (("height", height), ("width", width)):
+            if not isinstance(n, int) or n < 1:
+                raise ValueError(f"the image {name} must be an integer >= 1, got {n!r}")
+        check_positive("horizon", horizon)
+        if shape not in ("geometric", "polynomial"):
+            raise ValueError(f"unknown schedule shape {shape!r} (geometric, polynomial)")
+        check_positive("power (polynomial schedule exponent)", power)
+        if not (isinstance(corr_length, int | float) and math.isfinite(corr_length)):
+            raise ValueError(f"corr_length must be a finite number >= 0, got {corr_length!r}")
+        if corr_length < 0:
+            raise ValueError(f"corr_length must be a finite number >= 0, got {corr_length!r}")
+        if prior not in ("fitted", "noise"):
+            raise ValueError(f"unknown SPDE prior {prior!r} (fitted, noise)")
+        if not isinstance(prior_examples, int) or prior_examples < 1:
+            raise ValueError(f"prior_examples must be an integer >= 1, got {prior_examples!r}")
+        if not isinstance(prior_seed, int):
+            raise ValueError(f"prior_seed must be an integer, got {prior_seed!r}")
+        self.T = T
+        self.instance: Instance = instance
+        self.height, self.width = height, width
+        self.horizon = float(horizon)
+        self.h = self.horizon / T
+        self.shape: Shape = shape
+        self.power = float(power)
+        self.ends1 = _check_ends("alpha1 (drift diffusivity)", alpha1, positive=False)
+        self.ends2 = _check_ends("alpha2 (noise intensity)", alpha2, positive=True)
+        self.lambda1_min = _check_lambda("lambda1", lambda1)
+        self.lambda2_min = _check_lambda("lambda2", lambda2)
+        self.lambda1_k = _check_k("lambda1_k", lambda1_k)
+        self.lambda2_k = _check_k("lambda2_k", lambda2_k)
+        self.corr_length = float(corr_length)
+        self.prior: Prior = prior
+        self.prior_examples, self.prior_seed = prior_examples, prior_seed
+
+        times = torch.arange(T, dtype=torch.float64) * self.h  # s = (t - 1) h
+        self.alpha1 = alpha_schedule(self.ends1, shape, self.power, times, self.horizon)
+        self.alpha2 = alpha_schedule(self.ends2, shape, self.power, times, self.horizon)
+        self.lambda1 = lambda_schedule(self.lambda1_min, self.lambda1_k, times, self.horizon)
+        self.lambda2 = lambda_schedule(self.lambda2_min, self.lambda2_k, times, self.horizon)
+        self.noise_var = self.alpha2**2 * self.h
+        self.has_drift = bool(self.alpha1.abs().max() > 0)
+        if float(self.alpha1.max()) * self.h > 0.25:
+            need = math.ceil(4 * float(self.alpha1.max()) * self.horizon)
+            warnings.warn(
+                f"SPDE steps beyond the explicit stability limit: max alpha1 * h = "
+                f"{float(self.alpha1.max()) * self.h:.3g} > 1/4; use about T >= {need} steps "
+                "(taming keeps the chain bounded, not accurate)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+        self.dct_h, self.dct_w = dct_matrix(height), dct_matrix(width)
+        if self.corr_length > 0:
+            lam = reflected_kernel_eigenvalues(height, width, self.corr_length)
+            ch, cw = self.dct_h, self.dct_w
+            diag = (ch**2).T @ lam @ cw**2  # diag of A = C^T diag(lam) C
+            self.q_eig = lam
+            self.q_scale = diag.rsqrt()  # Q = S A S with S = diag(A)^(-1/2): unit diagonal
+            s = self.q_scale
+            # Q_{i, i+e} between vertical and horizontal neighbours
+            self.q_band_h = (ch[:, :-1] * ch[:, 1:]).T @ lam @ cw**2 * s[:-1] * s[1:]
+            self.q_band_w = (ch**2).T @ lam @ (cw[:, :-1] * cw[:, 1:]) * s[:, :-1] * s[:, 1:]
+            self.q_logdet = float(lam.log().sum() + 2 * s.log().sum())  # per channel
+        self.noise_prior_var = self._linearised_terminal_var()
+        self.prior_mean: Tensor | None = None
+        self.prior_var: Tensor | None = None
+        if prior_buffers:
+            self._set_prior(prior_buffers)
+
+    @property
+    def image_size(self) -> int:
+        return max(self.height, self.width)
+
+    # -- dynamics ---------------------------------------------------------------------------
+    def drift(self, u: Tensor, t: int | Tensor) -> Tensor:
+        """Flux-form Perona-Malik drift b_i = sum over faces g1(face gradient) (u_nb - u_i)."""
+        if not self.has_drift:
+            return torch.zeros_like(u)
+        a1 = schedule_at(self.alpha1, t, u, 3)
+        dv, dw = _diffs(u)
+        if self.lambda1_min is not None:
+            lam2 = schedule_at(self.lambda1, t, u, 3) ** 2
+            cv, cw = _central(dv, dw)
+            tv = 0.5 * (cw[..., 1:, :] + cw[..., :-1, :])  # d/dW at the faces between rows
+            tw = 0.5 * (cv[..., :, 1:] + cv[..., :, :-1])  # d/dH at the faces between columns
+            dv = dv * torch.rsqrt(1 + (dv**2 + tv**2) / lam2)
+            dw = dw * torch.rsqrt(1 + (dw**2 + tw**2) / lam2)
+        dv, dw = F.pad(dv, (0, 0, 1, 1)), F.pad(dw, (1, 1))  # zero flux through the outer faces
+        return a1 * ((dv[..., 1:, :] - dv[..., :-1, :]) + (dw[..., 1:] - dw[..., :-1]))
+
+    def tamed_increment(self, u: Tensor, t: int | Tensor) -> Tensor:
+        """h b / (1 + h |b|), |b| the L2 norm over each example's (C, H, W); its norm is < 1."""
+        b = self.drift(u, t)
+        norm = b.flatten(-3).norm(dim=-1)[..., None, None, None]
+        return self.h * b / (1 + self.h * norm)
+
+    def transition_mean(self, u: Tensor, t: int | Tensor) -> Tensor:
+        """The tamed Euler-Maruyama mean of x_t given x_{t-1} = u."""
+        return u + self.tamed_increment(u, t)
+
+    def noise_scale(self, u: Tensor, t: int | Tensor) -> Tensor:
+        """Per-pixel g2(s, grad u) (pixel central differences), broadcast to ``u``'s shape."""
+        a2 = schedule_at(self.alpha2, t, u, 3)
+        if self.lambda2_min is None:
+            return torch.broadcast_to(a2, u.shape)
+        gv, gw = _central(*_diffs(u))
+        return a2 * torch.rsqrt(1 + (gv**2 + gw**2) / schedule_at(self.lambda2, t, u, 3) ** 2)
+
+    def sigma_divergence(self, u: Tensor, t: int | Tensor) -> Tensor:
+        """(div Sigma)_i = sum_j d Sigma_ij / d u_j for Sigma = D Q D; zero when lambda2 = inf."""
+        if self.lambda2_min is None:
+            return torch.zeros_like(u)
+        lam2 = schedule_at(self.lambda2, t, u, 3) ** 2
+        gv, gw = _central(*_diffs(u))
+        d = schedule_at(self.alpha2, t, u, 3) * torch.rsqrt(1 + (gv**2 + gw**2) / lam2)
+        pv = -d * gv / (lam2 + gv**2 + gw**2)  # d d_i / d gv_i
+        pw = -d * gw / (lam2 + gv**2 + gw**2)
+        if self.corr_length > 0:
+            qh = self.q_band_h.to(u)
+            qw = self.q_band_w.to(u)
+        else:
+            qh = qw = torch.zeros((), dtype=u.dtype, device=u.device)
+        # Q_ij d_j at the (clamped) neighbours j entering the central differences of pixel i
+        up = torch.cat([qh * d[..., 1:, :], d[..., -1:, :]], dim=-2)
+        down = torch.cat([d[..., :1, :], qh * d[..., :-1, :]], dim=-2)
+        right = torch.cat([qw * d[..., :, 1:], d[..., :, -1:]], dim=-1)
+        left = torch.cat([d[..., :, :1], qw * d[..., :, :-1]], dim=-1)
+        term1 = 0.5 * (pv * (up - down) + pw * (right - left))  # sum_j Q_ij d_j dd_i/du_j
+        edge_h = torch.zeros(self._hw(u)[0], 1, dtype=u.dtype, device=u.device)
+        edge_w = torch.zeros(self._hw(u)[1], dtype=u.dtype, device=u.device)
+        edge_h[-1] += 0.5
+        edge_h[0] -= 0.5
+        edge_w[-1] += 0.5
+        edge_w[0] -= 0.5
+        diag = pv * edge_h + pw * edge_w  # dd_j/du_j: nonzero only on the border
+        return term1 + d * self._corr(diag, "cov")  # + d_i sum_j Q_ij dd_j/du_j
+
+    # -- spatial noise correlation Q ------------------------------------------------------------
+    def _hw(self, v: Tensor) -> tuple[int, int]:
+        return v.shape[-2], v.shape[-1]
+
+    def _dct(self, v: Tensor, inverse: bool = False) -> Tensor:
+        if self._hw(v) != (self.height, self.width):
+            raise ValueError(
+                f"this SPDE process was built for {self.height}x{self.width} images "
+                f"(correlated noise and prior), got {self._hw(v)[0]}x{self._hw(v)[1]}"
+            )
+        ch = self.dct_h.to(device=v.device, dtype=v.dtype)
+        cw = self.dct_w.to(device=v.device, dtype=v.dtype)
+        return ch.T @ v @ cw if inverse else ch @ v @ cw.T
+
+    def _corr(self, v: Tensor, op: Literal["cov", "sqrt", "inv"]) -> Tensor:
+        """Q v, L v (with L L^T = Q) or Q^{-1} v over the last two dims; identity when l = 0."""
+        if self.corr_length == 0:
+            return v
+        lam = self.q_eig.to(device=v.device, dtype=v.dtype)
+        s = self.q_scale.to(device=v.device, dtype=v.dtype)
+        if op == "cov":
+            return s * self._dct(lam * self._dct(s * v), inverse=True)
+        if op == "sqrt":
+            return s * self._dct(lam.sqrt() * self._dct(v), inverse=True)
+        return self._dct(self._dct(v / s) / lam, inverse=True) / s
+
+    def spatial_covariance(self) -> Tensor:
+        """Dense Q (H W, H W), float64, row-major pixels; for tests and small images only."""
+        n = self.height * self.width
+        if self.corr_length == 0:
+            return torch.eye(n, dtype=torch.float64)
+        eye = torch.eye(n, dtype=torch.float64).reshape(n, self.height, self.width)
+        return self._corr(eye, "cov").reshape(n, n)
+
+    # -- transitions ------------------------------------------------------------------------
+    def transition_variance(self, t: int | Tensor) -> Tensor:
+        """alpha2(s)^2 h: the variance where grad u = 0 (an upper bound when lambda2 < inf)."""
+        if isinstance(t, int):
+            return self.noise_var[t - 1]
+        return self.noise_var[torch.as_tensor(t) - 1]
+
+    def _mean_scale(self, x_prev: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
+        return self.transition_mean(x_prev, t), self.noise_scale(x_prev, t)
+
+    def transition_sample(
+        self, x_prev: Tensor, t: int | Tensor, m: int, generator: torch.Generator
+    ) -> Tensor:
+        mean, d = self._mean_scale(x_prev, t)
+        z = randn((m, *x_prev.shape), generator, x_prev)
+        return mean + math.sqrt(self.h) * d * self._corr(z, "sqrt")
+
+    def transition_score(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
+        """-(h D Q D)^{-1} (x_t - mean)."""
+        mean, d = self._mean_scale(x_prev, t)
+        return -self._corr((x_t - mean) / d, "inv") / (d * self.h)
+
+    def transition_log_prob(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
+        mean, d = self._mean_scale(x_prev, t)
+        y = (x_t - mean) / d
+        if self.corr_length > 0:
+            w = self._dct(y / self.q_scale.to(y)) ** 2 / self.q_eig.to(y)
+        else:
+            w = y**2
+        n = x_prev[0].numel()
+        c = x_prev.shape[-3]
+        logdet = 2 * d.log().flatten(-3).sum(-1) + n * math.log(self.h)
+        if self.corr_length > 0:
+            logdet = logdet + c * self.q_logdet
+        maha = w.flatten(-3).sum(-1) / self.h
+        return -0.5 * (maha + logdet + n * math.log(2 * math.pi))
+
+    # -- reverse ----------------------------------------------------------------------------
+    def reverse_step(
+        self,
+        x_t: Tensor,
+        t: int | Tensor,
+        score: Tensor,
+        generator: torch.Generator | None = None,
+        method: Method = "sde",
+    ) -> Tensor:
+        """SDE: x - tamed(b) + h (div Sigma + Sigma s) + sqrt(h) D L z; ODE: halves the h (...) term
+        and drops the noise. Coefficients at (x_t, entry t - 1), as in the forward transition t."""
+        if method not in ("sde", "ode"):
+            raise ValueError(f"unknown reverse method {method!r} (sde, ode)")
+        d = self.noise_scale(x_t, t)
+        correction = self.h * (self.sigma_divergence(x_t, t) + d * self._corr(d * score, "cov"))
+        base = x_t - self.tamed_increment(x_t, t)
+        if method == "ode":
+            return base + 0.5 * correction
+        if generator is None:
+            raise ValueError("the SDE reverse step needs a generator")
+        z = randn(x_t.shape, generator, x_t)
+        return base + correction + math.sqrt(self.h) * d * self._corr(z, "sqrt")
+
+    # -- prior ------------------------------------------------------------------------------
+    def _linearised_terminal_var(self) -> Tensor:
+        """Per DCT mode (H, W): terminal variance of the noise alone under the untamed isotropic
+        linearisation x_k <- (1 + h alpha1 mu_k) x_k + noise (mu_k: Neumann Laplacian eigenvalue)."""
+        kh = torch.arange(self.height, dtype=torch.float64)[:, None]
+        kw = torch.arange(self.width, dtype=torch.float64)[None]
+        mu = -4 * (
+            torch.sin(math.pi * kh / (2 * self.height)) ** 2
+            + torch.sin(math.pi * kw / (2 * self.width)) ** 2
+        )
+        q = self.q_eig if self.corr_length > 0 else torch.ones_like(mu)
+        var = torch.zeros_like(mu)
+        for a1, nv in zip(self.alpha1.tolist(), self.noise_var.tolist(), strict=True):
+            var = (1 + self.h * a1 * mu) ** 2 * var + nv * q
+        return var
+
+    def _set_prior(self, buffers: dict[str, Tensor]) -> None:
+        if self.prior != "fitted":
+            raise ValueError(f"prior buffers are only used by the fitted prior, not {self.prior!r}")
+        if set(buffers) != set(PRIOR_KEYS):
+            raise ValueError(f"the fitted prior needs buffers {PRIOR_KEYS}, got {sorted(buffers)}")
+        mean, var = (buffers[k].to(torch.float64) for k in PRIOR_KEYS)
+        if mean.ndim != 3 or mean.shape != var.shape or mean.shape[1:] != (self.height, self.width):
+            raise ValueError(f"prior buffers must have shape (C, {self.height}, {self.width})")
+        if not bool(torch.all(var > 0)):
+            raise ValueError("prior variances must be positive")
+        self.prior_mean, self.prior_var = mean, var
+
+    def fit_prior(self, x0: Tensor) -> SPDEProcess:
+        """A copy whose prior is the per-(channel, DCT mode) Gaussian fitted to x_T simulated from
+        the first ``prior_examples`` images of ``x0``; variances floored at the noise-only value."""
+        if x0.ndim != 4 or x0.shape[-2:] != (self.height, self.width):
+            raise ValueError(f"fit_prior needs images (B, C, {self.height}, {self.width})")
+        gen = torch.Generator(device=x0.device).manual_seed(self.prior_seed)
+        x = self.data_to_state(x0[: self.prior_examples])
+        for t in range(1, self.T + 1):
+            x = self.step(x, t, gen)
+        coef = self._dct(x.to(torch.float64)).cpu()
+        var = coef.var(0) if coef.shape[0] > 1 else torch.zeros_like(coef[0])
+        cfg = self.to_config()
+        cfg.pop("buffers", None)
+        bufs = {"prior_mean": coef.mean(0), "prior_var": torch.maximum(var, self.noise_prior_var)}
+        with warnings.catch_warnings():  # any stability warning was given for self already
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return type(self)._from_params(cfg, bufs)
+
+    def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        """x_T = DCT^{-1}(m + sqrt(v) z) per channel: fitted (m, v) or, for "noise", (0, noise var)."""
+        dev = generator.device
+        z = torch.randn(tuple(shape), generator=generator, device=dev)
+        if self.prior == "noise":
+            mean, var = torch.zeros(()), self.noise_prior_var
+        elif self.prior_mean is None or self.prior_var is None:
+            raise ValueError("the fitted SPDE prior has not been fitted (use create or fit_prior)")
+        else:
+            mean, var = self.prior_mean, self.prior_var
+            if len(shape) != 4 or shape[1] != mean.shape[0]:
+                raise ValueError(f"the fitted prior has {mean.shape[0]} channels, asked {shape}")
+        mean, var = mean.to(device=dev, dtype=z.dtype), var.to(device=dev, dtype=z.dtype)
+        return self._dct(mean + var.sqrt() * z, inverse=True)
+
+    # -- configuration ----------------------------------------------------------------------
+    def buffers(self) -> dict[str, Tensor]:
+        if self.prior_mean is None or self.prior_var is None:
+            return {}
+        return {"prior_mean": self.prior_mean, "prior_var": self.prior_var}
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "image_size": self.image_size,
+            "height": self.height,
+            "width": self.width,
+            "horizon": self.horizon,
+            "shape": self.shape,
+            "power": self.power,
+            "alpha1": list(self.ends1),
+            "alpha2": list(self.ends2),
+            "lambda1": self.lambda1_min,
+            "lambda1_k": self.lambda1_k,
+            "lambda2": self.lambda2_min,
+            "lambda2_k": self.lambda2_k,
+            "corr_length": self.corr_length,
+            "prior": self.prior,
+            "prior_examples": self.prior_examples,
+            "prior_seed": self.prior_seed,
+        }
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        steps: int,
+        schedule: str | None,
+        example: Tensor,
+        instance: Instance = "anisotropic",
+        **params: Any,
+    ) -> SPDEProcess:
+        """Paper C's ``instance`` for images like ``example`` (B, C, H, W), with overrides.
+
+        ``schedule`` is None or ``"alpha1=a:b,alpha2=c:d"``; ``params`` are any of :data:`OPTIONS`.
+        The fitted prior (the default) simulates the chain on ``example`` here.
+        """
+        if example.ndim != 4:
+            raise ValueError(
+                f"the SPDE process needs image batches (B, C, H, W), got {example.ndim}-d"
+            )
+        unknown = set(params) - OPTIONS
+        if unknown:
+            raise ValueError(f"unknown SPDE options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+        height, width = int(example.shape[-2]), int(example.shape[-1])
+        horizon = params.get("horizon", DEFAULT_HORIZON)
+        opts = instance_defaults(instance, max(height, width), horizon)
+        if schedule is not None:
+            if "=" not in schedule:
+                raise ValueError(
+                    f"the SPDE process has no named schedules ({schedule!r}); give endpoints, "
+                    "e.g. 'alpha1=0.5:64,alpha2=0.01:2' (the instance sets the defaults)"
+                )
+            ends = parse_endpoints(schedule)
+            bad = set(ends) - {"alpha1", "alpha2"}
+            if bad:
+                raise ValueError(f"SPDE schedule keys are alpha1 and alpha2, got {sorted(bad)}")
+            if set(ends) & set(params):
+                raise ValueError(
+                    f"{sorted(set(ends) & set(params))} given twice (schedule, option)"
+                )
+            opts.update(ends)
+        opts.update(params)
+        proc = cls(steps, instance=instance, height=height, width=width, **opts)
+        return proc.fit_prior(example) if proc.prior == "fitted" else proc
+
+    @classmethod
+    def _from_params(cls, config: dict[str, Any], buffers: dict[str, Tensor] | None) -> SPDEProcess:
+        keys = OPTIONS - {"alpha1", "alpha2"}
+        return cls(
+            config["T"],
+            instance=config["instance"],
+            height=config["height"],
+            width=config["width"],
+            alpha1=tuple(config["alpha1"]),
+            alpha2=tuple(config["alpha2"]),
+            prior_buffers=buffers or None,
+            **{k: config[k] for k in keys},
+        )
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], buffers: dict[str, Tensor] | None = None
+    ) -> SPDEProcess:
+        check_config_kind(cls, config)
+        return cls._from_params(config, check_buffers(config, buffers))

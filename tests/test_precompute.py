@@ -1,0 +1,199 @@
+"""Precompute stage end to end: real Dask, real Zarr on disk, the real CLI entry point."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+from conftest import SMALL, assert_same_bytes, run_cli
+
+ORIENT = [sys.executable, "-c", "from orient.cli import main; main()"]
+
+
+def test_store_contents_and_info(small_store, capsys):
+    code, out, _ = run_cli(["info", str(small_store), "--json"], capsys)
+    assert code == 0
+    import json
+
+    d = json.loads(out)
+    assert d["complete"] and d["mode"] == "full" and d["M"] == 2
+    assert d["process_config"]["process"] == "kuramoto" and d["process_config"]["T"] == 10
+    assert d["dataset"]["name"] == "synthetic-fingerprints"
+    n_train = d["split"]["n_train"]
+    assert d["tuples"] == n_train * 10  # every step of every chain
+    g = zarr.open_group(str(small_store), mode="r")["full"]
+    t = np.asarray(g["t"][...])
+    src = np.asarray(g["src"][...])
+    # every (chain, step) pair exactly once; padding rows have t = 0
+    pairs = {(int(s), int(tt)) for s, tt in zip(src[t > 0], t[t > 0], strict=True)}
+    assert pairs == {(s, tt) for s in range(n_train) for tt in range(1, 11)}
+    assert g["x_t"].dtype == np.uint16 and g["score"].dtype == np.float16
+    # tuples are stored in a shuffled order, not step by step
+    first = t[t > 0][:20]
+    assert len(set(first.tolist())) > 3
+
+
+def test_one_and_two_workers_give_identical_bytes(small_store, tmp_path, capsys):
+    out = tmp_path / "one.zarr"
+    code, _, err = run_cli(["precompute", *SMALL, "--workers", "1", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert_same_bytes(small_store, out)
+
+
+def test_corrupted_chunk_is_detected_and_repaired(small_store, tmp_path, capsys):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_store, copy)
+    chunk = next(p for p in sorted((copy / "full" / "x_t" / "c").rglob("*")) if p.is_file())
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    code, out, err = run_cli(["verify", str(copy)], capsys)
+    assert code == 1 and "corrupted" in out and "--repair" in err
+    code, out, _ = run_cli(["verify", str(copy), "--repair"], capsys)
+    assert code == 0 and "repaired" in out
+    code, _, _ = run_cli(["verify", str(copy)], capsys)
+    assert code == 0
+    assert_same_bytes(small_store, copy)
+
+
+def test_deleted_chunk_is_detected_by_block_digest(small_store, tmp_path, capsys):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_store, copy)
+    chunk = next(p for p in sorted((copy / "full" / "score" / "c").rglob("*")) if p.is_file())
+    chunk.unlink()
+    code, out, _ = run_cli(["verify", str(copy), "--recompute", "0"], capsys)
+    assert code == 1 and "corrupted" in out
+
+
+def _done_count(path: Path, group: str = "full") -> int:
+    try:
+        return int(np.asarray(zarr.open_group(str(path), mode="r")[group]["done"][...]).sum())
+    except Exception:
+        return 0
+
+
+def test_kill_then_resume_gives_uninterrupted_bytes(tmp_path, capsys):
+    args = [
+        "precompute", "--num-examples", "40", "--image-size", "16", "--steps", "30",
+        "--schedule", "two_D=1e-4:0.1,K=5e-5:0.05", "--samples", "2", "--max-batch", "1",
+    ]  # fmt: skip
+    killed = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(
+        [*ORIENT, *args, "--workers", "2", "--out", str(killed)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while _done_count(killed) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_done = _done_count(killed)
+    assert 0 < n_done < 36, n_done  # killed mid-run
+    code, out, _ = run_cli(["info", str(killed)], capsys)
+    assert code == 0 and "complete: NO" in out
+    code, _, err = run_cli([*args, "--workers", "1", "--out", str(killed), "--resume"], capsys)
+    assert code == 0, err
+    ref = tmp_path / "ref.zarr"
+    code, _, err = run_cli([*args, "--workers", "2", "--out", str(ref)], capsys)
+    assert code == 0, err
+    assert_same_bytes(ref, killed)
+
+
+def test_per_epoch_mode_writes_complete_epochs(tmp_path, capsys):
+    out = tmp_path / "ep.zarr"
+    code, stdout, err = run_cli(
+        ["precompute", *SMALL, "--tuples-per-chain", "3", "--epochs", "2", "--out", str(out)],
+        capsys,
+    )
+    assert code == 0, err
+    assert f"store: {out}" in stdout
+    g = zarr.open_group(str(out), mode="r")
+    assert sorted(g["epochs"].group_keys()) == ["00000", "00001"]
+    t0 = np.asarray(g["epochs/00000/t"][...])
+    t1 = np.asarray(g["epochs/00001/t"][...])
+    n_train = g.attrs["orient"]["split"]["n_train"]
+    assert (t0 > 0).sum() == 3 * n_train and (t1 > 0).sum() == 3 * n_train
+    # each chain emits 3 distinct steps, and the epochs draw different steps
+    src0 = np.asarray(g["epochs/00000/src"][...])[t0 > 0]
+    assert all(len(set(t0[t0 > 0][src0 == s].tolist())) == 3 for s in range(n_train))
+    assert not np.array_equal(np.sort(t0), np.sort(t1)) or not np.array_equal(
+        np.asarray(g["epochs/00000/x_t"][...]), np.asarray(g["epochs/00001/x_t"][...])
+    )
+
+
+def test_disk_budget_picks_tuples_per_chain(tmp_path, capsys):
+    out = tmp_path / "b.zarr"
+    # one 16x16 tuple with M=2 is 16*16*(2*3 + 2*2) + 8 = 2568 bytes; 10 chains x 2 epochs
+    code, _, err = run_cli(
+        ["precompute", *SMALL, "--disk-budget", "200K", "--epochs", "2", "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    plan = zarr.open_group(str(out), mode="r").attrs["orient"]["plan"]
+    n = zarr.open_group(str(out), mode="r").attrs["orient"]["split"]["n_train"]
+    assert plan["tuples_per_chain"] == min(10, 200 * 1024 // (2 * n * 2568))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_on_an_existing_distributed_scheduler(small_store, tmp_path, capsys):
+    port = _free_port()
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    sched = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            f"tcp://127.0.0.1:{port}",
+            "--nworkers",
+            "2",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        out = tmp_path / "remote.zarr"
+        code, _, err = run_cli(
+            ["precompute", *SMALL, "--scheduler", f"tcp://127.0.0.1:{port}", "--out", str(out)],
+            capsys,
+        )
+        assert code == 0, err
+        assert_same_bytes(small_store, out)
+    finally:
+        for p in (worker, sched):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
