@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -20,12 +21,23 @@ class UserError(Exception):
 
 
 def main() -> None:
-    """Run the app; user errors become one line on stderr and a non-zero exit."""
+    """Run the app; user errors become one line on stderr and a non-zero exit.
+
+    ORIENT_DEBUG=1 re-raises them with their traceback.
+    """
     try:
         app()
     except (UserError, ValueError, FileNotFoundError) as exc:
+        if os.environ.get("ORIENT_DEBUG"):
+            raise
         print(f"orient: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as exc:
+        if os.environ.get("ORIENT_DEBUG"):
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"orient: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         print("orient: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -19,6 +19,7 @@ Open choices (parameters, documented in docs/processes.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -71,6 +72,46 @@ def default_schedule(variant: Variant, T: int) -> str:
             "give a custom one, e.g. --schedule 'two_D=1e-4:0.1,K=3e-5:0.03,K_ref=4.5e-5:0.045'"
         )
     return name
+
+
+def coupling_interaction(theta: Tensor, s: Tensor, c: Tensor) -> Tensor:
+    """cos(theta_i) s_i - sin(theta_i) c_i, which is sum_j K_ij sin(theta_j - theta_i) for (s, c) = K (sin, cos)."""
+    return torch.cos(theta) * s - torch.sin(theta) * c
+
+
+Coupling = float | Tensor | Callable[[Tensor], Tensor]
+
+
+def phase_drift(
+    theta: Tensor,
+    coupling: Coupling | None = None,
+    omega: Tensor | None = None,
+    field: Tensor | None = None,
+    delayed: Tensor | None = None,
+) -> Tensor:
+    """d theta_i/dt = omega_i + sum_j K_ij sin(theta_j(t - tau_j) - theta_i) + b_i sin(theta_i) (D eq. 1).
+
+    ``theta`` (..., n); ``delayed`` the source phases theta_j(t - tau_j) (default ``theta``);
+    ``omega`` and ``field`` (b_i) broadcast against ``theta``. ``coupling`` is None (no interaction),
+    a number g (mean field K_ij = g / n, O(n) by the identity used for global coupling), a matrix
+    (..., n, n), or a callable mapping (..., n, 2) = (sin, cos) of the sources to K @ them (a blocked
+    operator for large n).
+    """
+    src = theta if delayed is None else delayed
+    f = torch.zeros_like(theta)
+    if isinstance(coupling, int | float):
+        s = torch.sin(src).mean(-1, keepdim=True)
+        c = torch.cos(src).mean(-1, keepdim=True)
+        f = coupling * coupling_interaction(theta, s, c)
+    elif coupling is not None:
+        sc = torch.stack((torch.sin(src), torch.cos(src)), -1)
+        ksc = coupling @ sc if isinstance(coupling, Tensor) else coupling(sc)
+        f = coupling_interaction(theta, ksc[..., 0], ksc[..., 1])
+    if omega is not None:
+        f = f + omega
+    if field is not None:
+        f = f + field * torch.sin(theta)
+    return f
 
 
 class KuramotoProcess(Process):
@@ -195,7 +236,7 @@ class KuramotoProcess(Process):
         if self.variant != "ref":
             K = schedule_at(self.K, t, theta, self.state_ndim)
             s, c = self.mean_field(theta)
-            f = f + K * (torch.cos(theta) * s - torch.sin(theta) * c)
+            f = f + K * coupling_interaction(theta, s, c)
         return f
 
     def order_parameter(self, theta: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
 from orient.dynamics import Process
 from orient.storage.codecs import ENCODINGS, encode, state_encoding
 from orient.storage.store import Layout

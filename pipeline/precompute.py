@@ -7,6 +7,7 @@ on a Dask cluster: a LocalCluster of worker processes by default, or an existing
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -16,8 +17,17 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from orient.dynamics import Process, create_process
-from orient.storage.store import StoreError, TupleStore, epoch_name, exists, tmp_epoch_name
+from orient.storage.store import (
+    StoreError,
+    TupleStore,
+    epoch_name,
+    exists,
+    is_local,
+    local_path,
+    tmp_epoch_name,
+)
 
 from .blocks import Plan, bytes_per_tuple, make_plan
 from .datasets import DataSet, load_dataset, split_indices
@@ -164,7 +174,7 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
 
     if scheduler:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout="5s")
         except (OSError, TimeoutError) as exc:
             raise ValueError(
                 f"the Dask scheduler at {scheduler} does not answer ({exc.__class__.__name__})"
@@ -184,7 +194,7 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=40,
+            silence_logs=logging.CRITICAL,  # task errors are reported once, by us
             worker_class="distributed.Nanny",
         ) as cluster,
         Client(cluster) as client,
@@ -193,13 +203,7 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
 
 
 def _run_group(
-    client: Any,
-    store: TupleStore,
-    group: str,
-    plan: Plan,
-    epoch: int,
-    cfg: PrecomputeConfig,
-    label: str,
+    client: Any, store: TupleStore, group: str, plan: Plan, epoch: int, device: str, label: str
 ) -> tuple[int, int]:
     """Run the blocks of ``group`` that are not done; returns (tuples written, blocks run)."""
     from distributed import as_completed
@@ -216,7 +220,7 @@ def _run_group(
             "plan": plan.to_json(),
             "epoch": epoch,
             "block": b,
-            "device": cfg.device,
+            "device": device,
             "process_hash": store.meta["process_hash"],
             "threads": threads,
         }
@@ -239,6 +243,23 @@ def _run_group(
     finally:
         bar.close()
     return tuples, len(todo)
+
+
+def write_epoch(
+    client: Any, store: TupleStore, plan: Plan, epoch: int, device: str
+) -> tuple[int, int]:
+    """Write epoch ``epoch`` under a temporary name, then rename it into place (atomic locally).
+
+    Skips an epoch that is already in place; resumes the blocks of a half-written one.
+    """
+    if epoch in store.epochs():
+        return 0, 0
+    tmp = tmp_epoch_name(epoch)
+    if tmp.split("/")[1] not in store.root["epochs"].group_keys():
+        store.create_tuple_group(tmp, plan.layout())
+    n, b = _run_group(client, store, tmp, plan, epoch, device, f"epoch {epoch}")
+    store.rename_group(tmp, epoch_name(epoch))
+    return n, b
 
 
 def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
@@ -274,54 +295,36 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     if cfg.resume:
         if not exists(cfg.out):
             raise StoreError(f"--resume: there is no store at {cfg.out}")
-        store = TupleStore.open(cfg.out, mode="r+")
-        check_resumable(store, process, ds, plan)
-        log(f"resuming {cfg.out}")
-    else:
-        if exists(cfg.out) and not cfg.overwrite:
-            try:
-                TupleStore.open(cfg.out)
-                what = "an orient store"
-            except StoreError:
-                what = "not an orient store"
-            raise StoreError(
-                f"{cfg.out} already exists ({what}); pass --resume to continue it or --overwrite to replace it"
-            )
-        store = TupleStore.create(
-            cfg.out,
-            _meta(cfg, ds, train, test, plan),
-            process,
-            x0,
-            train,
-            test,
-            overwrite=cfg.overwrite,
-        )
-        if ds.metadata is not None:
-            _write_metadata(cfg.out, ds, train)
-    log(
-        f"precompute: {cfg.process} on {ds.name} ({len(train)} chains, T={process.T}, M={cfg.M}, "
-        f"{plan.mode} mode, {plan.kept_per_chain} tuples/chain, {plan.n_blocks} blocks of "
-        f"{plan.chains_per_block} chains) -> {cfg.out}"
-    )
+        check_resumable(TupleStore.open(cfg.out), process, ds, plan)
+    elif exists(cfg.out):
+        refuse_to_replace(cfg.out, cfg.overwrite)
     t0 = time.perf_counter()
     tuples = blocks = 0
+    # connect before writing anything: a scheduler that does not answer leaves no store behind
     with dask_client(cfg.workers, cfg.scheduler, cfg.device) as client:
+        if cfg.resume:
+            store = TupleStore.open(cfg.out, mode="r+")
+            log(f"resuming {cfg.out}")
+        else:
+            meta = _meta(cfg, ds, train, test, plan)
+            store = TupleStore.create(
+                cfg.out, meta, process, x0, train, test, overwrite=cfg.overwrite
+            )
+            if ds.metadata is not None:
+                _write_metadata(store, ds, train)
+        log(
+            f"precompute: {cfg.process} on {ds.name} ({len(train)} chains, T={process.T}, M={cfg.M}, "
+            f"{plan.mode} mode, {plan.kept_per_chain} tuples/chain, {plan.n_blocks} blocks of "
+            f"{plan.chains_per_block} chains) -> {cfg.out}"
+        )
         if plan.mode == "full":
             if "full" not in store.root.group_keys():
                 store.create_tuple_group("full", plan.layout())
-            n, b = _run_group(client, store, "full", plan, 0, cfg, "full")
-            tuples, blocks = tuples + n, blocks + b
+            tuples, blocks = _run_group(client, store, "full", plan, 0, cfg.device, "full")
         else:
-            have = set(store.epochs())
             for e in range(cfg.epochs or 1):
-                if e in have:
-                    continue
-                tmp = tmp_epoch_name(e)
-                if tmp.split("/")[1] not in store.root["epochs"].group_keys():
-                    store.create_tuple_group(tmp, plan.layout())
-                n, b = _run_group(client, store, tmp, plan, e, cfg, f"epoch {e}")
+                n, b = write_epoch(client, store, plan, e, cfg.device)
                 tuples, blocks = tuples + n, blocks + b
-                store.rename_group(tmp, epoch_name(e))
     seconds = time.perf_counter() - t0
     per_block_steps = plan.T * plan.chains_per_block
     return Summary(
@@ -329,20 +332,32 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     )
 
 
-def _write_metadata(url: str, ds: DataSet, train: np.ndarray) -> None:
-    """The data set's per-example table (e.g. SOCOFing's parsed file names) as Parquet in the store."""
+def refuse_to_replace(url: str, overwrite: bool) -> None:
+    """An existing path is replaced only with --overwrite, and only if it is an orient store."""
+    try:
+        TupleStore.open(url)
+        is_store = True
+    except StoreError:
+        is_store = False
+    if is_store and overwrite:
+        return
+    if is_store:
+        raise StoreError(
+            f"{url} is an existing store; pass --resume to continue it or --overwrite to replace it"
+        )
+    if is_local(url) and os.path.isdir(local_path(url)) and not os.listdir(local_path(url)):
+        return  # an empty folder holds nothing to lose
+    raise StoreError(
+        f"{url} exists and is not an orient store; choose another --out (it is never replaced)"
+    )
+
+
+def _write_metadata(store: TupleStore, ds: DataSet, train: np.ndarray) -> None:
+    """The data set's per-example table (e.g. SOCOFing's parsed file names), with a train column."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
-    from orient.storage.store import is_local, local_path
 
     table = ds.metadata.append_column("train", pa.array(np.isin(np.arange(len(ds.data)), train)))
-    if is_local(url):
-        pq.write_table(table, os.path.join(local_path(url), "metadata.parquet"))
-    else:
-        import fsspec
-
-        with fsspec.open(f"{url}/metadata.parquet", "wb") as f:
-            pq.write_table(table, f)
+    store.write_table("metadata", table)
 
 
 def estimate_bytes(plan: Plan) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from orient.storage.store import TupleStore, write_block
 
 from .blocks import Plan, simulate_block

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from orient.storage.store import TupleStore, block_digest, read_block, write_block
 
 from .blocks import Plan, simulate_block

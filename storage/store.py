@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import zarr
 import zarr.codecs as zc
+
 from orient.dynamics import Process, process_from_config
 
 from .codecs import ENCODINGS
@@ -178,6 +179,27 @@ class TupleStore:
                 f"(hash {self.meta['process_hash'][:12]}), which is not the process of {what} "
                 f"(hash {config_hash[:12]})"
             )
+
+    def write_table(self, name: str, table: Any) -> None:
+        """Keep a pyarrow Table in the store as Parquet bytes (array ``tables/<name>``, checksummed)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        raw = np.frombuffer(sink.getvalue().to_pybytes(), dtype=np.uint8)
+        g = self.root.require_group("tables")
+        _write_whole(g, name, raw)
+
+    def read_table(self, name: str) -> Any:
+        """The pyarrow Table stored under ``name`` (None if absent)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if "tables" not in self.root.group_keys() or name not in self.root["tables"].array_keys():
+            return None
+        raw = np.asarray(self.root[f"tables/{name}"][...]).tobytes()
+        return pq.read_table(pa.BufferReader(raw))
 
     def source(self) -> np.ndarray:
         return np.asarray(self.root["source/x0"][...])

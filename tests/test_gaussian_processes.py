@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from orient.dynamics import create_process, process_from_config
 from orient.dynamics.gou import GOUProcess
 from orient.dynamics.vp import VP_SCHEDULES, VPProcess

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from orient.dynamics import create_process, process_from_config
 from orient.dynamics.kuramoto import TABLE5, KuramotoProcess
 from orient.dynamics.wrapped import fit_von_mises_kappa, von_mises_sample, wrap

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+
 from conftest import SMALL, assert_same_bytes, run_cli
 
 ORIENT = [sys.executable, "-c", "from orient.cli import main; main()"]

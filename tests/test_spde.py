@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from orient.dynamics.base import canonical_json
 from orient.dynamics.spde import SPDEProcess, instance_defaults
 

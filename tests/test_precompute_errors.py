@@ -1,0 +1,242 @@
+"""Bad input to `orient precompute`: one-line errors, non-zero exits, nothing written or lost."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SMALL, run_cli
+
+FAST = [
+    "--steps",
+    "3",
+    "--schedule",
+    "two_D=1e-4:0.1,K=5e-5:0.05",
+    "--samples",
+    "1",
+    "--workers",
+    "1",
+]
+
+
+def one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("orient: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in err, err
+    for f in fragments:
+        assert f in errors[0], (f, errors[0])
+
+
+def write_png(path: Path, size: tuple[int, int], seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.random.default_rng(seed).integers(0, 255, size=size[::-1], dtype=np.uint8)
+    Image.fromarray(a).save(path)
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--steps", "0"], ["--steps must be >= 1"]),
+        (["--process", "brownian"], ["unknown process 'brownian'"]),
+        (["--schedule", "local-77"], ["unknown Kuramoto schedule 'local-77'"]),
+        (["--samples", "0"], ["M) must be >= 1"]),
+        (["--disk-budget", "1K"], ["too small for one tuple per chain"]),
+        (["--dataset", "nope"], ["unknown data set 'nope'"]),
+        (["--process-opt", "window=4"], ["odd integer"]),
+        (
+            ["--device", "cuda"]
+            if not __import__("torch").cuda.is_available()
+            else ["--device", "tpu"],
+            ["device"],
+        ),
+        (["--tuples-per-chain", "500"], ["tuples per chain must be in 1..T"]),
+    ],
+)
+def test_bad_options(args, fragments, tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    base = [a for a in SMALL if a not in ("--steps", "10")] if "--steps" in args else SMALL
+    code, _, err = run_cli(["precompute", *base, *args, "--out", str(out)], capsys)
+    one_line_error(code, err, *fragments)
+    assert not out.exists()  # nothing half-written
+
+
+def test_missing_and_empty_data_folders(tmp_path, capsys):
+    code, _, err = run_cli(
+        ["precompute", "--dataset", "socofing", "--data-dir", str(tmp_path / "nope")], capsys
+    )
+    one_line_error(code, err, "does not exist", "kaggle")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(
+        ["precompute", "--dataset", "socofing", "--data-dir", str(empty)], capsys
+    )
+    one_line_error(code, err, "no .BMP files", str(empty))
+    code, _, err = run_cli(
+        ["precompute", "--dataset", "image-folder", "--data-dir", str(empty)], capsys
+    )
+    one_line_error(code, err, "no image files")
+
+
+def test_unreadable_images_are_skipped_or_fatal(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    for i in range(6):
+        write_png(folder / f"ok{i}.png", (20, 20), seed=i)
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    out = tmp_path / "s.zarr"
+    code, stdout, err = run_cli(
+        [
+            "precompute",
+            "--dataset",
+            "image-folder",
+            "--data-dir",
+            str(folder),
+            *FAST,
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "skipped 1 unreadable files" in err and f"store: {out}" in stdout
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"junk")
+    code, _, err = run_cli(
+        ["precompute", "--dataset", "image-folder", "--data-dir", str(bad)], capsys
+    )
+    one_line_error(code, err, "no readable images", "1 files could not be read")
+
+
+def test_mixed_image_sizes(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    write_png(folder / "a.png", (20, 20))
+    write_png(folder / "b.png", (24, 20))
+    code, _, err = run_cli(
+        ["precompute", "--dataset", "image-folder", "--data-dir", str(folder)], capsys
+    )
+    one_line_error(code, err, "mixed sizes", "--image-size")
+    out = tmp_path / "ok.zarr"
+    code, _, err = run_cli(
+        ["precompute", "--dataset", "image-folder", "--data-dir", str(folder), "--image-size", "16",
+         "--test-fraction", "0", *FAST, "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_in_array_data(bad, tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    x[4, 1] = bad
+    f = tmp_path / "x.npy"
+    np.save(f, x)
+    code, _, err = run_cli(["precompute", "--dataset", "array", "--data-dir", str(f), "--process", "vp",
+                            "--schedule", "beta=1e-3:0.1", "--steps", "5"], capsys)  # fmt: skip
+    one_line_error(code, err, "NaN or Inf")
+
+
+def test_existing_output_is_never_silently_replaced(small_store, tmp_path, capsys):
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "thesis.tex").write_text("years of work")
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run_cli(["precompute", *SMALL, "--out", str(target), *extra], capsys)
+        one_line_error(code, err, "not an orient store")
+    assert (target / "thesis.tex").read_text() == "years of work"
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(small_store, copy)
+    code, _, err = run_cli(["precompute", *SMALL, "--out", str(copy)], capsys)
+    one_line_error(code, err, "--resume", "--overwrite")
+
+
+def test_resume_with_another_process_is_refused(small_store, tmp_path, capsys):
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(small_store, copy)
+    args = [a if a != "two_D=1e-4:0.1,K=5e-5:0.05" else "two_D=1e-4:0.1,K=5e-5:0.02" for a in SMALL]
+    code, _, err = run_cli(
+        ["precompute", *args, "--process", "kuramoto-global", "--out", str(copy), "--resume"],
+        capsys,
+    )
+    one_line_error(code, err, "was written for process kuramoto/local")
+    code, _, err = run_cli(
+        ["precompute", *SMALL, "--out", str(tmp_path / "none.zarr"), "--resume"], capsys
+    )
+    one_line_error(code, err, "no store")
+
+
+def test_scheduler_that_does_not_answer(tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    code, _, err = run_cli(
+        ["precompute", *SMALL, "--scheduler", "tcp://127.0.0.1:9", "--out", str(out)], capsys
+    )
+    one_line_error(code, err, "does not answer")
+    assert not out.exists()
+
+
+def test_socofing_folder_names_parsed_and_selected(tmp_path, capsys):
+    root = tmp_path / "downloads" / "SOCOFing"
+    for subj in (1, 2):
+        for finger in ("index", "thumb"):
+            write_png_bmp = root / "Real" / f"{subj}__M_Left_{finger}_finger.BMP"
+            write_png(write_png_bmp.with_suffix(".png"), (96, 103), seed=subj)
+            Image.open(write_png_bmp.with_suffix(".png")).save(write_png_bmp, format="BMP")
+            write_png_bmp.with_suffix(".png").unlink()
+        alt = root / "Altered" / "Altered-Easy" / f"{subj}__F_Right_index_finger_CR.bmp"
+        alt.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (96, 103)).save(alt, format="BMP")
+    out = tmp_path / "s.zarr"
+    code, stdout, err = run_cli(
+        ["precompute", "--dataset", "socofing", "--data-dir", str(tmp_path / "downloads"), "--select", "finger=index",
+         "--image-size", "16", "--test-fraction", "0.5", *FAST, "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    from orient.storage.store import TupleStore
+
+    table = TupleStore.open(str(out)).read_table("metadata").to_pylist()
+    assert sorted((r["subject"], r["finger"], r["set"]) for r in table) == [
+        (1, "index", "Real"),
+        (2, "index", "Real"),
+    ]
+    assert sum(r["train"] for r in table) == 1
+    from orient.pipeline.datasets import socofing
+
+    ds = socofing(str(tmp_path / "downloads"), size=16, sets=("Real", "Altered-Easy"))
+    assert ds.data.shape == (6, 1, 16, 16)
+    assert {r["alteration"] for r in ds.metadata.to_pylist()} == {"none", "CR"}
+
+
+UNSHARE = shutil.which("unshare")
+
+
+@pytest.mark.skipif(UNSHARE is None, reason="needs util-linux unshare to mount a small tmpfs")
+def test_disk_full_stops_cleanly_and_the_store_stays_resumable(tmp_path):
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    orient = f"{sys.executable} -c 'from orient.cli import main; main()'"
+    args = (
+        "precompute --num-examples 40 --image-size 16 --steps 30 --schedule two_D=1e-4:0.1,K=5e-5:0.05 "
+        f"--samples 2 --max-batch 2 --workers 1 --out {mnt}/s.zarr"
+    )
+    script = (
+        f"mount -t tmpfs -o size=700k tmpfs {mnt} || exit 77; "
+        f"{orient} {args}; echo RC1=$?; "
+        f"{orient} info {mnt}/s.zarr | grep -c 'complete: NO'; "
+        f"mount -o remount,size=20m {mnt}; "
+        f"{orient} {args} --resume > /dev/null; echo RC2=$?; "
+        f"{orient} verify {mnt}/s.zarr --recompute 1 > /dev/null; echo RC3=$?"
+    )
+    r = subprocess.run(
+        [UNSHARE, "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300
+    )
+    if r.returncode == 77:
+        pytest.skip("cannot mount a tmpfs here")
+    assert "RC1=1" in r.stdout or "RC1=2" in r.stdout, r.stdout + r.stderr
+    err_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("orient: error:")]
+    assert err_lines and "disk full" in err_lines[0] and "--resume" in err_lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert "RC2=0" in r.stdout and "RC3=0" in r.stdout, r.stdout + r.stderr
