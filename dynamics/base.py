@@ -171,6 +171,36 @@ class Process(ABC):
     def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """Draws from the reverse chain's initial distribution; ``shape`` = (B, *S)."""
 
+    prior_names: ClassVar[tuple[str, ...]] = ()
+
+    def with_prior(self, name: str, data: Tensor | None, generator: torch.Generator) -> Process:
+        """A copy of this process whose ``sample_prior`` uses the prior called ``name``.
+
+        ``data`` (data space) is used by priors fitted to simulated terminal states.
+        """
+        if name not in self.prior_names:
+            raise ValueError(
+                f"process {self.kind} has no prior {name!r}; it has {', '.join(self.prior_names)}"
+            )
+        return self._with_prior(name, data, generator)
+
+    def _with_prior(self, name: str, data: Tensor | None, generator: torch.Generator) -> Process:
+        return self
+
+    def project(self, x: Tensor) -> Tensor:
+        """Map a state back onto the state space (wrapping for periodic states)."""
+        return x
+
+    def langevin_step(
+        self, x: Tensor, t: int, score: Tensor, generator: torch.Generator, snr: float = 0.16
+    ) -> Tensor:
+        """Unadjusted Langevin corrector x + eps s + sqrt(2 eps) z, eps = 2 (snr |z| / |s|)^2 per example."""
+        z = randn(x.shape, generator, x)
+        s_norm = score.flatten(1).norm(dim=1).clamp_min(1e-12)
+        z_norm = z.flatten(1).norm(dim=1)
+        eps = append_dims(2 * (snr * z_norm / s_norm) ** 2, x.ndim)
+        return self.project(x + eps * score + (2 * eps).sqrt() * z)
+
     # -- configuration ----------------------------------------------------------------------
     @abstractmethod
     def _params(self) -> dict[str, Any]:

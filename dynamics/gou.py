@@ -205,6 +205,13 @@ class GOUProcess(Process):
         z = torch.randn((n, d), generator=generator, device=dev, dtype=torch.float64) * sd
         return (mean + z @ U.T).float().reshape(shape)
 
+    prior_names = ("anchors", "stationary")
+
+    def _with_prior(self, name: str, data: Tensor | None, generator: torch.Generator) -> GOUProcess:
+        cfg = self.to_config()
+        cfg["prior"] = name
+        return GOUProcess.from_config(cfg, self.buffers())
+
     # -- fitting and configuration ------------------------------------------------------------
     @classmethod
     def fit_from_data(

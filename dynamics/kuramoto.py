@@ -312,6 +312,20 @@ class KuramotoProcess(Process):
         dev = generator.device
         return von_mises_sample(self.psi_ref, self.kappa, tuple(shape), generator, dev)
 
+    prior_names = ("eq7", "fitted")
+
+    def _with_prior(self, name: str, data: Tensor | None, generator: torch.Generator) -> KuramotoProcess:
+        if name == "fitted":
+            if data is None:
+                raise ValueError("the fitted von Mises prior needs training data to simulate")
+            return self.fit_prior(data, generator)
+        cfg = self.to_config()
+        cfg["prior_kappa"] = None
+        return KuramotoProcess.from_config(cfg)
+
+    def project(self, x: Tensor) -> Tensor:
+        return wrap(x)
+
     def fit_prior(self, x0: Tensor, generator: torch.Generator) -> KuramotoProcess:
         """A copy whose prior kappa is fitted (MLE) to terminal states simulated from data ``x0``."""
         theta_T = self.simulate(self.data_to_state(x0), generator)[-1]

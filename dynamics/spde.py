@@ -452,6 +452,24 @@ class SPDEProcess(Process):
             raise ValueError("prior variances must be positive")
         self.prior_mean, self.prior_var = mean, var
 
+    prior_names = ("fitted", "noise")
+
+    def _with_prior(self, name: str, data: Tensor | None, generator: torch.Generator) -> SPDEProcess:
+        if name == "fitted":
+            if data is None:
+                raise ValueError("the fitted SPDE prior needs training data to simulate")
+            return self.with_prior_kind("fitted").fit_prior(data)
+        return self.with_prior_kind("noise")
+
+    def with_prior_kind(self, kind: str) -> SPDEProcess:
+        """The same process with prior ``kind`` and no fitted prior buffers."""
+        cfg = self.to_config()
+        cfg.pop("buffers", None)
+        cfg["prior"] = kind
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return type(self)._from_params(cfg, None)
+
     def fit_prior(self, x0: Tensor) -> SPDEProcess:
         """A copy whose prior is the per-(channel, DCT mode) Gaussian fitted to x_T simulated from
         the first ``prior_examples`` images of ``x0``; variances floored at the noise-only value."""

@@ -111,6 +111,8 @@ class VPProcess(Process):
             raise ValueError("the SDE reverse step needs a generator")
         return (x_t + beta * score) / a + beta.sqrt() * randn(x_t.shape, generator, x_t)
 
+    prior_names = ("gaussian",)
+
     def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         return torch.randn(tuple(shape), generator=generator, device=generator.device)
 

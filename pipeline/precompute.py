@@ -308,7 +308,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         else:
             meta = _meta(cfg, ds, train, test, plan)
             store = TupleStore.create(
-                cfg.out, meta, process, x0, train, test, overwrite=cfg.overwrite
+                cfg.out, meta, process, x0, train, test, ds.data[test], overwrite=cfg.overwrite
             )
             if ds.metadata is not None:
                 _write_metadata(store, ds, train)

@@ -43,8 +43,8 @@ def decode(a: np.ndarray | Tensor, encoding: str, device: torch.device | str = "
     """Stored array -> float32 tensor on ``device`` (phases decoded there)."""
     t = torch.as_tensor(np.asarray(a) if not isinstance(a, Tensor) else a)
     if encoding == "phase-u16":
-        t = t.to(device).to(torch.int32).float()
-        return t / PHASE_SCALE - math.pi
+        t = t.to(device).to(torch.int32) & 0xFFFF  # uint16 bits may travel as int16
+        return t.float() / PHASE_SCALE - math.pi
     if encoding in ("float32", "scaled-f16"):
         return t.to(device).float()
     raise ValueError(f"unknown encoding {encoding!r}")

@@ -7,6 +7,7 @@ Layout (docs/store-format.md is the reference):
       process/<buffer>          fitted process arrays (GOU's eigenbasis, anchors), float64
       source/x0                 the training split's data (data space, float32), one row per chain
       source/index, split/test  original data set indices of the train and test splits
+      split/x0                  the held-out split's data (for evaluation), float32
       full/                     full mode: every (k-th) step of every chain
       epochs/00000/ ...         per-epoch mode: one group per epoch, renamed into place when done
         x_prev (N, *S), x_t (N, M, *S), score (N, M, *S), t (N,), src (N,), done (n_blocks,)
@@ -118,6 +119,7 @@ class TupleStore:
         x0: np.ndarray,
         source_index: np.ndarray,
         test_index: np.ndarray,
+        test_x0: np.ndarray,
         overwrite: bool = False,
     ) -> TupleStore:
         """Write a new, empty store (metadata, process buffers, sources); refuses to overwrite."""
@@ -142,7 +144,9 @@ class TupleStore:
         src = root.create_group("source")
         _write_whole(src, "x0", np.ascontiguousarray(x0, dtype=np.float32))
         _write_whole(src, "index", np.asarray(source_index, dtype=np.int64))
-        _write_whole(root.create_group("split"), "test", np.asarray(test_index, dtype=np.int64))
+        split = root.create_group("split")
+        _write_whole(split, "test", np.asarray(test_index, dtype=np.int64))
+        _write_whole(split, "x0", np.ascontiguousarray(test_x0, dtype=np.float32))
         root.create_group("epochs")
         # metadata last: a store without it is not an orient store and is never mistaken for one
         root.attrs["orient"] = json.loads(json.dumps(meta))
@@ -202,7 +206,17 @@ class TupleStore:
         return pq.read_table(pa.BufferReader(raw))
 
     def source(self) -> np.ndarray:
+        """The training split's data, one row per chain (data space)."""
         return np.asarray(self.root["source/x0"][...])
+
+    def held_out(self) -> np.ndarray:
+        """The held-out split's data (data space), never used for training."""
+        try:
+            return np.asarray(self.root["split/x0"][...])
+        except KeyError:
+            raise StoreError(
+                f"{self.url} holds no held-out data (written by an older orient)"
+            ) from None
 
     # -- tuple groups ------------------------------------------------------------------------------
     def create_tuple_group(self, name: str, layout: Layout) -> zarr.Group:

@@ -1,0 +1,96 @@
+"""Checkpoints: one self-contained file per save, written atomically, loaded with weights_only=True.
+
+A checkpoint holds the model, EMA, optimizer, step, reader state and RNG states, and the full
+configuration as JSON text: the process (with its fitted buffers), the store identity, the model
+and the training run. The sampler rebuilds the process from it, so a model cannot be paired with
+the wrong schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from orient.dynamics import Process, process_from_config
+
+CHECKPOINT_FORMAT = 1
+NAME_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A missing, corrupted or incompatible checkpoint (one-line message)."""
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"ckpt-{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    d = Path(run_dir)
+    if not d.is_dir():
+        return []
+    return sorted((p for p in d.iterdir() if NAME_RE.match(p.name)), key=lambda p: p.name)
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint (ckpt-*.pt) in {run_dir}; train first or pass --checkpoint"
+        )
+    return found[-1]
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any], keep: int | None = None) -> Path:
+    """torch.save to a temporary file, fsync, then rename over ``path``; prune to ``keep`` newest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if keep:
+        for old in list_checkpoints(path.parent)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; every failure is a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, corrupted or not a torch file
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted or not an orient checkpoint ({exc.__class__.__name__})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an orient checkpoint of format {CHECKPOINT_FORMAT}")
+    return ckpt
+
+
+def process_payload(process: Process) -> dict[str, Any]:
+    return {
+        "process": json.dumps(process.to_config()),
+        "process_buffers": {k: v.cpu() for k, v in process.buffers().items()},
+    }
+
+
+def process_from_checkpoint(ckpt: dict[str, Any]) -> Process:
+    """Rebuild exactly the process the checkpoint was trained for (config hash checked)."""
+    config = json.loads(ckpt["process"])
+    process = process_from_config(config, ckpt.get("process_buffers") or None)
+    if process.config_hash != ckpt["process_hash"]:
+        raise CheckpointError(
+            "the checkpoint's process configuration does not match its recorded hash"
+        )
+    return process
