@@ -41,7 +41,13 @@ def create_process(
     """Build the process called ``name`` (a key of :data:`PROCESSES`) for data like ``example``."""
     if name not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; choose one of {', '.join(PROCESSES)}")
-    return PROCESSES[name](steps=steps, schedule=schedule, example=example, **options)
+    try:
+        return PROCESSES[name](steps=steps, schedule=schedule, example=example, **options)
+    except TypeError as exc:  # an option the process does not take
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        bad = str(exc).split("argument")[-1].strip()
+        raise ValueError(f"process {name} has no option {bad} (see docs/processes.md)") from None
 
 
 def process_from_config(

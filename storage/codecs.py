@@ -2,7 +2,8 @@
 
 * ``phase-u16``: periodic states as uint16, u = round((theta + pi) * 65535 / 2 pi); worst error
   pi / 65535 = 4.8e-5 rad (20x better than float16 for the same two bytes).
-* ``float32``: non-periodic states, kept exact (float16 would exceed 1 % of the smallest noise std).
+* ``float32``: non-periodic states, kept exact (float16 would exceed 1 % of the smallest noise std
+  of the VP and SPDE chains).
 * ``scaled-f16``: local scores multiplied by sqrt(w(t)) (so they are O(1)) and stored as float16:
   relative error <= 2^-11 = 4.9e-4 on the loss target, and no overflow whatever the noise level.
 

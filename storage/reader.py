@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .codecs import decode
+from .codecs import ENCODINGS, decode
 from .store import TRAINING_ARRAYS, Layout, StoreError, TupleStore
 
 WINDOW_BYTES = 64 * 2**20
@@ -151,7 +151,8 @@ class TupleReader(IterableDataset):
     def window_chunks(self, layout: Layout) -> int:
         if self._window_chunks:
             return self._window_chunks
-        per_chunk = layout.chunk_tuples * (1 + layout.M * 2) * math.prod(layout.state_shape) * 2
+        state_bytes = np.dtype(ENCODINGS[layout.state_encoding]).itemsize
+        per_chunk = layout.chunk_tuples * layout.M * math.prod(layout.state_shape) * (state_bytes + 2)
         n_chunks = math.ceil(layout.n_tuples / layout.chunk_tuples)
         by_bytes = max(2, min(64, WINDOW_BYTES // max(1, per_chunk)))
         return max(1, min(by_bytes, math.ceil(n_chunks / self.streams)))  # every stream gets data

@@ -3,7 +3,7 @@
 Layout (docs/store-format.md is the reference):
 
     STORE/                      root attrs["orient"]: format version, process config + hash, data set
-                                identity, split, seed, M, mode, layout, software versions
+                                identity, split, seed, M, mode, plan, software versions
       process/<buffer>          fitted process arrays (GOU's eigenbasis, anchors), float64
       source/x0                 the training split's data (data space, float32), one row per chain
       source/index, split/test  original data set indices of the train and test splits

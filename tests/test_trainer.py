@@ -95,10 +95,16 @@ def test_torchrun_two_ranks_with_gloo_matches_one_process_with_double_batch(smal
     base = ["--store", str(small_store), "--model-opt", "base=8", "--max-steps", "6", "--device", "cpu",
             "--log-every", "2"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "orient.cli", "train",
-                        *base, "--batch-size", "2", "--out", str(ddp)],
-                       capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
+    proc = subprocess.Popen([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "orient.cli", "train",
+                             *base, "--batch-size", "2", "--out", str(ddp)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:  # never leave ranks behind, whatever happened
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
     r = subprocess.run([*ORIENT, "train", *base, "--batch-size", "4", "--out", str(single)],
                        capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
