@@ -314,7 +314,9 @@ class KuramotoProcess(Process):
 
     prior_names = ("eq7", "fitted")
 
-    def _with_prior(self, name: str, data: Tensor | None, generator: torch.Generator) -> KuramotoProcess:
+    def _with_prior(
+        self, name: str, data: Tensor | None, generator: torch.Generator
+    ) -> KuramotoProcess:
         if name == "fitted":
             if data is None:
                 raise ValueError("the fitted von Mises prior needs training data to simulate")

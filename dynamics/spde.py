@@ -454,7 +454,9 @@ class SPDEProcess(Process):
 
     prior_names = ("fitted", "noise")
 
-    def _with_prior(self, name: str, data: Tensor | None, generator: torch.Generator) -> SPDEProcess:
+    def _with_prior(
+        self, name: str, data: Tensor | None, generator: torch.Generator
+    ) -> SPDEProcess:
         if name == "fitted":
             if data is None:
                 raise ValueError("the fitted SPDE prior needs training data to simulate")
