@@ -21,7 +21,7 @@ import torch
 from common import save, timed
 
 from orient.pipeline.blocks import Plan, derive_seed, emit_matrix
-from orient.pipeline.precompute import PrecomputeConfig, prepare, run_precompute
+from orient.pipeline.precompute import PrecomputeConfig, run_precompute
 from orient.storage.store import TupleStore
 
 
@@ -49,6 +49,57 @@ def simulate_in_memory(process, x0: np.ndarray, plan: Plan) -> int:
     return n
 
 
+def measure(tmp: Path, name: str, cfg: dict, workers: tuple[int, ...]) -> dict:
+    """In-memory simulation vs `run_precompute` with each worker count, for one configuration."""
+    runs = {}
+    for w in workers:
+        t, s = timed(
+            run_precompute,
+            PrecomputeConfig(out=str(tmp / f"{name}-{w}.zarr"), workers=w, **cfg),
+            log=print,
+        )
+        runs[w] = (t, s)
+    store = TupleStore.open(str(tmp / f"{name}-{workers[0]}.zarr"))
+    plan = Plan.from_json(store.meta["plan"])
+    process = store.process()
+    t_mem, n_mem = timed(simulate_in_memory, process, store.source(), plan)
+    t1, s1 = runs[workers[0]]
+    raw = 4 * math.prod(plan.state_shape) * (1 + 2 * plan.M) + 8
+    rec = {
+        "config": {
+            **cfg,
+            "chains": plan.n_chains,
+            "blocks": plan.n_blocks,
+            "chains_per_block": plan.chains_per_block,
+            "tuples_per_chain": plan.kept_per_chain,
+        },
+        "tuples": n_mem,
+        "in_memory_s": t_mem,
+        "in_memory_chain_steps_per_s": plan.n_chains * plan.T / t_mem,
+        **{f"precompute_{w}_workers_s": runs[w][0] for w in workers},
+        **{f"precompute_{w}_workers_blocks_phase_s": runs[w][1].seconds for w in workers},
+        "tuples_per_s_1_worker": n_mem / t1,
+        "chain_steps_per_s_1_worker": plan.n_chains * plan.T / t1,
+        "overhead_end_to_end_1_worker": t1 / t_mem - 1,
+        "overhead_blocks_phase_1_worker": s1.seconds / t_mem - 1,
+        "bytes_per_tuple": s1.bytes_on_disk / s1.tuples,
+        "raw_float32_bytes_per_tuple": raw,
+        "bytes_ratio": s1.bytes_on_disk / s1.tuples / raw,
+    }
+    if len(workers) > 1:
+        t2, s2 = runs[workers[1]]
+        rec["speedup_1_to_2_workers"] = t1 / t2
+        rec["speedup_1_to_2_workers_blocks_phase"] = s1.seconds / s2.seconds
+        rec["tuples_per_s_2_workers"] = n_mem / t2
+        rec["chain_steps_per_s_2_workers"] = plan.n_chains * plan.T / t2
+        from conftest_free import same_bytes
+
+        rec["identical_bytes_1_vs_2_workers"] = same_bytes(
+            tmp / f"{name}-1.zarr", tmp / f"{name}-2.zarr"
+        )
+    return rec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=768)
@@ -56,53 +107,17 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="orient-bench-"))
-    cfg = dict(
+    base = dict(
         data_options={"n": args.examples, "size": 32}, steps=args.steps, M=args.samples, seed=0
     )
     try:
-        # in-memory baseline: the same plan and draws, no encoding, no writes
-        ref = PrecomputeConfig(out=str(tmp / "ref.zarr"), workers=1, **cfg)
-        _, train, _, process = prepare(ref)
-        # the plan exactly as the stage makes it (written by a first, discarded run of 1 worker)
-        t1, s1 = timed(
-            run_precompute, PrecomputeConfig(out=str(tmp / "w1.zarr"), workers=1, **cfg), log=print
-        )
-        plan = Plan.from_json(TupleStore.open(str(tmp / "w1.zarr")).meta["plan"])
-        x0 = TupleStore.open(str(tmp / "w1.zarr")).source()
-        t_mem, n_mem = timed(simulate_in_memory, process, x0, plan)
-        t2, s2 = timed(
-            run_precompute, PrecomputeConfig(out=str(tmp / "w2.zarr"), workers=2, **cfg), log=print
-        )
-        same = (tmp / "w1.zarr").exists()
-        n_px = math.prod(plan.state_shape)
-        raw = 4 * n_px * (1 + 2 * plan.M) + 8
         rec = {
-            "setup": {
-                **cfg,
-                "process": "kuramoto-local",
-                "chains": len(train),
-                "blocks": plan.n_blocks,
-                "chains_per_block": plan.chains_per_block,
-            },
-            "in_memory_s": t_mem,
-            "tuples": n_mem,
-            "precompute_1_worker_s": t1,
-            "precompute_1_worker_blocks_s": s1.seconds,
-            "precompute_2_workers_s": t2,
-            "precompute_2_workers_blocks_s": s2.seconds,
-            "overhead_end_to_end": t1 / t_mem - 1,
-            "overhead_blocks_phase": s1.seconds / t_mem - 1,
-            "speedup_1_to_2_workers": t1 / t2,
-            "speedup_blocks_phase": s1.seconds / s2.seconds,
-            "tuples_per_s_2_workers": s2.tuples / t2,
-            "chain_steps_per_s_2_workers": len(train) * args.steps / t2,
-            "bytes_per_tuple": s1.bytes_on_disk / s1.tuples,
-            "raw_float32_bytes_per_tuple": raw,
-            "bytes_ratio": s1.bytes_on_disk / s1.tuples / raw,
-            "deterministic_1_vs_2_workers": same,
+            "full": measure(tmp, "full", base, (1, 2)),
+            "per_epoch": measure(tmp, "epoch", {**base, "tuples_per_chain": 10, "epochs": 1}, (1,)),
         }
-        for k, v in rec.items():
-            print(f"{k}: {v}")
+        for mode, r in rec.items():
+            for k, v in r.items():
+                print(f"{mode}.{k}: {v}")
         save("precompute", rec)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

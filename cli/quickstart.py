@@ -20,7 +20,7 @@ def quickstart(
     ] = "quickstart",
     steps: Annotated[int, typer.Option(help="Forward steps T (table 5 has 100, 300, 1000).")] = 100,
     examples: Annotated[int, typer.Option(help="Synthetic fingerprints to generate.")] = 512,
-    train_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 3000,
+    train_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(help="Tuples per batch.")] = 32,
     samples: Annotated[int, typer.Option(help="Samples to draw.")] = 64,
     workers: Annotated[int, typer.Option(help="Dask workers for the precompute stage.")] = 2,

@@ -161,27 +161,35 @@ def simulate_block(
     x = process.data_to_state(torch.from_numpy(np.ascontiguousarray(x0[chains])).to(device))
     E = emit_matrix(plan, len(chains), rng)
     enc = state_encoding(plan.periodic)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x_prev", "x_t", "score", "t", "src")}
+    # the stored order is drawn up front, so each step's tuples go straight to their final rows
+    rows = np.empty(int(E.sum()), dtype=np.int64)
+    rows[rng.permutation(len(rows))] = np.arange(len(rows))
+    S, M, n = plan.state_shape, plan.M, plan.tuples_per_block
+    sdt = ENCODINGS[enc]
+    out = {
+        "x_prev": np.zeros((n, *S), sdt),
+        "x_t": np.zeros((n, M, *S), sdt),
+        "score": np.zeros((n, M, *S), np.float16),
+        "t": np.zeros(n, np.int32),
+        "src": np.zeros(n, np.int32),
+    }
+    k = 0
     with torch.no_grad():
         for t in range(1, plan.T + 1):
             emit = torch.from_numpy(E[:, t - 1]).to(device)
             x_next = torch.empty_like(x)
             if bool(emit.any()):
-                tr = process.sample_transitions(x[emit], t, plan.M, g)
+                tr = process.sample_transitions(x[emit], t, M, g)
                 scale = float(process.loss_weight(t)) ** 0.5
-                parts["x_prev"].append(encode(x[emit], enc))
-                parts["x_t"].append(encode(tr.x.transpose(0, 1), enc))
-                parts["score"].append(encode(tr.score.transpose(0, 1) * scale, "scaled-f16"))
-                parts["t"].append(np.full(int(emit.sum()), t, dtype=np.int32))
-                parts["src"].append(chains[E[:, t - 1]].astype(np.int32))
+                r = rows[k : k + tr.x.shape[1]]
+                k += len(r)
+                out["x_prev"][r] = encode(x[emit], enc)
+                out["x_t"][r] = encode(tr.x.transpose(0, 1), enc)
+                out["score"][r] = encode(tr.score.transpose(0, 1).mul_(scale), "scaled-f16")
+                out["t"][r] = t
+                out["src"][r] = chains[E[:, t - 1]]
                 x_next[emit] = tr.x[0]
             if not bool(emit.all()):
                 x_next[~emit] = process.step(x[~emit], t, g)
             x = x_next
-    out = {k: np.concatenate(v) for k, v in parts.items()}
-    order = rng.permutation(len(out["t"]))
-    pad = plan.tuples_per_block - len(order)
-    for k, v in out.items():
-        v = v[order]
-        out[k] = np.concatenate([v, np.zeros((pad, *v.shape[1:]), dtype=v.dtype)]) if pad else v
     return out

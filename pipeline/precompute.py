@@ -170,6 +170,7 @@ def check_resumable(store: TupleStore, process: Process, ds: DataSet, plan: Plan
 @contextlib.contextmanager
 def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[Any]:
     """A distributed Client: to ``scheduler`` if given, else a LocalCluster of worker processes."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -188,7 +189,12 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if device.startswith("cuda"):
         workers = min(workers, torch.cuda.device_count())  # one worker per GPU
+    # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers. That disables glibc's dynamic mmap
+    # threshold, so every large temporary tensor is mmapped and page-faulted afresh: block
+    # simulation ran 3x slower (docs/benchmarks.md). Our tasks reuse memory block after block.
+    unset_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
     with (
+        dask.config.set(unset_trim),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -199,7 +205,12 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
         ) as cluster,
         Client(cluster) as client,
     ):
+        client.run(_warm_up)  # import torch and orient in every worker before the clock of a task
         yield client
+
+
+def _warm_up() -> None:
+    import orient.pipeline.tasks  # noqa: F401
 
 
 def _run_group(

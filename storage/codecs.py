@@ -31,12 +31,13 @@ def state_encoding(periodic: bool) -> str:
 def encode(x: Tensor, encoding: str) -> np.ndarray:
     """Tensor -> numpy array in the stored dtype (scores must already be scaled by sqrt(w))."""
     if encoding == "phase-u16":
-        u = torch.round((x.double().clamp(-math.pi, math.pi) + math.pi) * PHASE_SCALE)
-        return u.to(torch.int32).cpu().numpy().astype(np.uint16)
+        # floor((theta + pi) * scale + 0.5), clamped to [0, 65535]: three passes in float32
+        u = x.detach().float().mul(PHASE_SCALE).add_(math.pi * PHASE_SCALE + 0.5)
+        return u.clamp_(0.0, 65535.0).to(torch.uint16).cpu().numpy()
     if encoding == "float32":
         return x.detach().float().cpu().numpy()
     if encoding == "scaled-f16":
-        return x.detach().float().cpu().numpy().astype(np.float16)
+        return x.detach().to(torch.float16).cpu().numpy()
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
@@ -44,8 +45,10 @@ def decode(a: np.ndarray | Tensor, encoding: str, device: torch.device | str = "
     """Stored array -> float32 tensor on ``device`` (phases decoded there)."""
     t = torch.as_tensor(np.asarray(a) if not isinstance(a, Tensor) else a)
     if encoding == "phase-u16":
-        t = t.to(device).to(torch.int32) & 0xFFFF  # uint16 bits may travel as int16
-        return t.float() / PHASE_SCALE - math.pi
+        t = t.to(device)
+        if t.dtype == torch.int16:  # uint16 bits travel as int16 through torch
+            t = t.view(torch.uint16)
+        return t.to(torch.float32).mul_(1.0 / PHASE_SCALE).sub_(math.pi)
     if encoding in ("float32", "scaled-f16"):
         return t.to(device).float()
     raise ValueError(f"unknown encoding {encoding!r}")

@@ -152,7 +152,9 @@ class TupleReader(IterableDataset):
         if self._window_chunks:
             return self._window_chunks
         state_bytes = np.dtype(ENCODINGS[layout.state_encoding]).itemsize
-        per_chunk = layout.chunk_tuples * layout.M * math.prod(layout.state_shape) * (state_bytes + 2)
+        per_chunk = (
+            layout.chunk_tuples * layout.M * math.prod(layout.state_shape) * (state_bytes + 2)
+        )
         n_chunks = math.ceil(layout.n_tuples / layout.chunk_tuples)
         by_bytes = max(2, min(64, WINDOW_BYTES // max(1, per_chunk)))
         return max(1, min(by_bytes, math.ceil(n_chunks / self.streams)))  # every stream gets data
