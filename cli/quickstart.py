@@ -65,7 +65,8 @@ def quickstart(
     say(f"2/4 train: tiny U-Net, {train_steps} steps of {batch_size} tuples")
     run_dir = root / "run"
     ckpt = train(TrainConfig(store=store, out=str(run_dir), model="tiny", batch_size=batch_size, lr=1e-3,
-                             max_steps=train_steps, seed=seed, checkpoint_every=1000, log_every=100, device="auto"))  # fmt: skip
+                             max_steps=train_steps, seed=seed, checkpoint_every=1000, log_every=100, device="auto",
+                             threads=1))  # fmt: skip
     say(f"3/4 sample: {samples} samples, reverse SDE, von Mises prior (eq. 7)")
     res = sample(ckpt, n=samples, seed=seed, device=resolve_device("auto"), trajectory=9)
     sdir = root / "samples"

@@ -60,6 +60,7 @@ def train(
     tensorboard: Annotated[
         bool, typer.Option(help="Also log to TensorBoard (if installed).")
     ] = False,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (0: all cores).")] = 0,
 ) -> None:
     """Train a score network on a tuple store: no forward simulation per step."""
     from orient.trainer.checkpoint import list_checkpoints
@@ -85,7 +86,7 @@ def train(
         batch_size=batch_size, lr=lr, ema=ema, grad_clip=grad_clip, max_steps=max_steps, epochs=epochs,
         seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, loader_workers=loader_workers,
         device=device, recache=recache, keep_epochs=keep_epochs, recache_workers=recache_workers,
-        tensorboard=tensorboard,
+        tensorboard=tensorboard, threads=threads,
     )  # fmt: skip
     run(cfg)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -62,6 +62,7 @@ class TrainConfig:
     keep_epochs: int = 2
     recache_workers: int = 1
     tensorboard: bool = False
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default (all cores)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -123,6 +124,8 @@ def train(cfg: TrainConfig) -> Path:
     """Train (or resume) a run; returns the path of the final checkpoint."""
     rank, world = _distributed()
     device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", rank % torch.cuda.device_count())
     for name in ("batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
