@@ -199,7 +199,7 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: never collide with another cluster's 8787
             silence_logs=logging.CRITICAL,  # task errors are reported once, by us
             worker_class="distributed.Nanny",
         ) as cluster,
