@@ -187,13 +187,13 @@ class TupleReader(IterableDataset):
         pool = ThreadPoolExecutor(max_workers=4)
         loaded: dict[int, Future] = {}
 
-        def read_window(j: int) -> dict[str, np.ndarray]:
+        def read_window(j: int) -> dict[str, list[np.ndarray]]:
+            """The window's chunks, one array per chunk (every chunk holds exactly ct rows)."""
             parts: dict[str, list[np.ndarray]] = {k: [] for k in self.arrays}
             for c in order.windows[j]:
-                lo, hi = int(c) * ct, min((int(c) + 1) * ct, layout.n_tuples)
                 for k in self.arrays:
-                    parts[k].append(np.asarray(g[k][lo:hi]))
-            return {k: np.concatenate(v) for k, v in parts.items()}
+                    parts[k].append(np.asarray(g[k][int(c) * ct : (int(c) + 1) * ct]))
+            return parts
 
         # windows in the order this worker needs them, prefetched a few ahead
         needed = list(dict.fromkeys(order.batches[b][0] for b in todo))
@@ -209,9 +209,9 @@ class TupleReader(IterableDataset):
                     loaded[j] = pool.submit(read_window, j)
                 window = loaded[j].result()
                 sl = pos[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-                yield {k: torch.from_numpy(_torchable(window[k][sl])) for k in self.arrays} | {
-                    "batch": b
-                }
+                yield {
+                    k: torch.from_numpy(_torchable(_gather(window[k], sl, ct))) for k in self.arrays
+                } | {"batch": b}
                 if last_use[j] == i:
                     del loaded[j]
         finally:
@@ -231,6 +231,16 @@ class TupleReader(IterableDataset):
             out["score"] = batch["score"].to(device, non_blocking=True).float()
         out["t"] = batch["t"].to(device).long()
         return out
+
+
+def _gather(chunks: list[np.ndarray], pos: np.ndarray, ct: int) -> np.ndarray:
+    """Rows ``pos`` of the concatenation of equal-sized ``chunks``, without concatenating them."""
+    ci, off = np.divmod(pos, ct)
+    out = np.empty((len(pos), *chunks[0].shape[1:]), chunks[0].dtype)
+    for c in np.unique(ci):
+        m = ci == c
+        out[m] = chunks[c][off[m]]
+    return out
 
 
 def _state_encoding(meta: dict[str, Any]) -> str:
