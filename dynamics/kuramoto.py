@@ -36,7 +36,7 @@ from .base import (
     randn,
     schedule_at,
 )
-from .schedules import linear, parse_endpoints
+from .schedules import linear, named_or_custom
 from .wrapped import (
     fit_von_mises_kappa,
     von_mises_sample,
@@ -356,9 +356,7 @@ class KuramotoProcess(Process):
     def create(
         cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any
     ) -> KuramotoProcess:
-        sched: str | dict | None = schedule
-        if schedule is not None and "=" in schedule:
-            sched = parse_endpoints(schedule)
+        sched = named_or_custom(schedule)
         return cls(T=steps, schedule=sched, state_ndim=example.ndim - 1, **params)
 
     @classmethod

@@ -36,3 +36,10 @@ def parse_endpoints(text: str) -> dict[str, tuple[float, float]]:
         except ValueError:
             raise ValueError(f"schedule part {part!r} has a value that is not a number") from None
     return out
+
+
+def named_or_custom(schedule: str | None) -> str | dict[str, tuple[float, float]] | None:
+    """A CLI ``--schedule`` value: a schedule name, ``"key=start:end,..."`` (parsed), or None."""
+    if schedule is not None and "=" in schedule:
+        return parse_endpoints(schedule)
+    return schedule

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .base import Method, Process, check_config_kind, check_steps, randn, schedule_at
-from .schedules import linear, parse_endpoints
+from .schedules import linear, named_or_custom
 
 # Paper A's SGM baselines: linear beta from 1e-4 to these values.
 VP_SCHEDULES: dict[str, tuple[float, float]] = {
@@ -127,9 +127,7 @@ class VPProcess(Process):
     def create(
         cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any
     ) -> VPProcess:
-        sched: str | dict | None = schedule
-        if schedule is not None and "=" in schedule:
-            sched = parse_endpoints(schedule)
+        sched = named_or_custom(schedule)
         if params:
             raise ValueError(f"the VP process takes no options, got {sorted(params)}")
         return cls(T=steps, schedule=sched, state_ndim=example.ndim - 1)
