@@ -197,8 +197,18 @@ class Run:
         path = self.out / f"{self.name}_{stem}.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
+        shrink_png(path)
         self.figures.append(path)
         return path
+
+
+def shrink_png(path: Path) -> None:
+    """Re-save a PNG with a 256-colour palette (plots and grayscale grids lose nothing visible)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=256)
+    small.save(path, optimize=True)
 
 
 def run_arm(run: Run, spec: ArmSpec, budget: Budget, tag: str = "") -> ArmResult:
