@@ -246,6 +246,7 @@ def run_arm(run: Run, spec: ArmSpec, budget: Budget, tag: str = "") -> ArmResult
             trajectory=budget.trajectory,
         )
     seconds["sample"] = time.perf_counter() - t
+    np.save(run.work / f"{name}-samples.npy", res.samples.numpy())
     st = TupleStore.open(store)
     held_out, train_data = st.held_out(), st.source()
     config = st.process().to_config()

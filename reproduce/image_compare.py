@@ -142,7 +142,8 @@ def cell_figures(
         res = results[cid]
         first = next(iter(res.values()))
         k = min(12, len(first.samples))
-        rows = [("data", first.held_out[:k])]
+        spread = np.linspace(0, len(first.held_out) - 1, k).round().astype(int)  # all classes
+        rows = [("data (held-out)", first.held_out[spread])]
         rows += [(r.spec.label, r.samples[:k]) for r in res.values()]
         run.save_figure(figures.image_rows(rows), f"samples_{cid}")
         traj_rows = [
