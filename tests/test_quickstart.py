@@ -14,7 +14,12 @@ def test_quickstart_runs_all_stages(tmp_path, capsys):
          "--batch-size", "4", "--workers", "1"], capsys)  # fmt: skip
     assert code == 0, err
     assert f"sample grid: {out / 'samples' / 'grid.png'}" in stdout
-    for f in ("samples/grid.png", "samples/trajectory.png", "samples/samples.npy", "evaluation.json"):
+    for f in (
+        "samples/grid.png",
+        "samples/trajectory.png",
+        "samples/samples.npy",
+        "evaluation.json",
+    ):
         assert (out / f).is_file(), f
     rep = json.loads((out / "evaluation.json").read_text())
     assert {"swd_patches", "power_spectrum_l1_log10", "orientation_distance"} <= set(rep)
