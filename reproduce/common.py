@@ -203,12 +203,18 @@ class Run:
 
 
 def shrink_png(path: Path) -> None:
-    """Re-save a PNG with a 256-colour palette (plots and grayscale grids lose nothing visible)."""
+    """Re-save a PNG losslessly as small as PIL can: a palette image when it has <= 256 colours."""
     from PIL import Image
 
     with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=256)
-    small.save(path, optimize=True)
+        rgb = np.asarray(im.convert("RGB"))
+    colours, index = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    if len(colours) > 256:
+        Image.fromarray(rgb).save(path, optimize=True)
+        return
+    pal = Image.fromarray(index.reshape(rgb.shape[:2]).astype(np.uint8), mode="P")
+    pal.putpalette(colours.astype(np.uint8).ravel().tolist())
+    pal.save(path, optimize=True)
 
 
 def run_arm(run: Run, spec: ArmSpec, budget: Budget, tag: str = "") -> ArmResult:

@@ -72,7 +72,7 @@ def scatter_grid(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]]) -
 def heatmaps(panels: Sequence[tuple[str, np.ndarray]], vmax: float | None = None) -> Any:
     """Side-by-side matrices on one symmetric colour scale (covariances)."""
     vmax = vmax or max(float(np.abs(m).max()) for _, m in panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     im = None
     for ax, (title, m) in zip(axes[0], panels, strict=True):
         im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")

@@ -1,7 +1,7 @@
 """Paper B: GOU vs isotropic DDPM on the two-Gaussian mixture (7.1) and on simulated SNPs (7.2).
 
-Both arms share the data split, the network (``mlp-small``), the training budget and the number of
-steps T; they differ only in the forward process: ``gou`` (fitted to the training split) against
+Both arms share the data split, the network (``mlp-small``; widened to 1024 for the 1000 SNPs), the
+training budget and the number of steps T; they differ only in the forward process: ``gou`` (fitted to the training split) against
 ``vp`` (paper A's linear-beta VP chain for T, started from N(0, I)). Data are used as generated (no
 standardisation) for both arms, as B describes its baseline.
 """
@@ -280,7 +280,7 @@ def run_snp(opts: Options) -> Report:
             f"of {budget.batch_size} tuples x M = {budget.M}; {budget.n_samples} samples",
         ]
         tables.append(table)
-    k = min(150, d)
+    k = min(100, d)  # two LD blocks; each entry several pixels wide
     data = results["gou"].train_data
     fig = figures.heatmaps(
         [
