@@ -338,7 +338,11 @@ class ResMLP(nn.Module):
         self.blocks = nn.ModuleList([MLPBlock(hidden, dropout) for _ in range(depth)])
         self.out_norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, dim)
-        nn.init.zeros_(self.head.weight)
+        # a direct linear path x -> output: without it, hidden < dim cannot represent the linear
+        # (Gaussian) part of the score and reverse chains diverge (seen on d = 1000 SNPs)
+        self.skip = nn.Linear(dim, dim, bias=False)
+        for layer in (self.head, self.skip):
+            nn.init.zeros_(layer.weight)
         nn.init.zeros_(self.head.bias)
 
     def to_config(self) -> dict[str, Any]:
@@ -359,7 +363,7 @@ class ResMLP(nn.Module):
         h = self.stem(x)
         for block in self.blocks:
             h = block(h, emb)
-        return self.head(F.gelu(self.out_norm(h)))
+        return self.head(F.gelu(self.out_norm(h))) + self.skip(x)
 
 
 # -- presets and factory ------------------------------------------------------------------------
