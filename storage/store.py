@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import zlib
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import torch
 import zarr
@@ -32,9 +32,10 @@ import zarr.codecs as zc
 
 from orient.dynamics import Process, process_from_config
 
+from .chunkio import write_rows
 from .codecs import ENCODINGS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: block digests are CRC32C (were CRC-32)
 TUPLE_ARRAYS = ("x_prev", "x_t", "score", "t", "src")
 TRAINING_ARRAYS = ("x_t", "score", "t")
 
@@ -328,23 +329,25 @@ class TupleStore:
 
 
 def block_digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """CRC-32 chained over a block's tuple arrays (in TUPLE_ARRAYS order), as 4 uint8.
+    """CRC32C chained over a block's tuple arrays (in TUPLE_ARRAYS order), as 4 uint8.
 
     It catches what per-chunk checksums cannot: a chunk file that is missing (read as zeros) or
     swapped with another valid chunk. (Integrity, not security: stores are not signed.)
     """
     crc = 0
     for key in TUPLE_ARRAYS:
-        crc = zlib.crc32(np.ascontiguousarray(arrays[key]).view(np.uint8), crc)
+        crc = google_crc32c.extend(
+            crc, np.ascontiguousarray(arrays[key]).reshape(-1).view(np.uint8)
+        )
     return np.frombuffer(crc.to_bytes(4, "little"), dtype=np.uint8)
 
 
 def write_block(group: zarr.Group, block: int, arrays: dict[str, np.ndarray]) -> None:
     """Write a block's arrays into its own aligned region, then its digest, then its done marker."""
     layout = Layout.from_json(group.attrs["layout"])
-    start, stop = block * layout.tuples_per_block, (block + 1) * layout.tuples_per_block
+    start = block * layout.tuples_per_block
     for key in TUPLE_ARRAYS:
-        group[key][start:stop] = arrays[key]
+        write_rows(group[key], start, arrays[key])
     group["digest"][block] = block_digest(arrays)
     group["done"][block] = 1
 
