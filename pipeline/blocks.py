@@ -147,13 +147,34 @@ def emit_matrix(plan: Plan, n: int, rng: np.random.Generator) -> np.ndarray:
     return E
 
 
+def block_buffers(plan: Plan) -> dict[str, np.ndarray]:
+    """Uninitialised arrays for one block's encoded tuples (see :func:`simulate_block`)."""
+    S, M, n = plan.state_shape, plan.M, plan.tuples_per_block
+    sdt = ENCODINGS[state_encoding(plan.periodic)]
+    return {
+        "x_prev": np.empty((n, *S), sdt),
+        "x_t": np.empty((n, M, *S), sdt),
+        "score": np.empty((n, M, *S), np.float16),
+        "t": np.empty(n, np.int32),
+        "src": np.empty(n, np.int32),
+    }
+
+
 def simulate_block(
-    process: Process, x0: np.ndarray, plan: Plan, epoch: int, block: int, device: str = "cpu"
+    process: Process,
+    x0: np.ndarray,
+    plan: Plan,
+    epoch: int,
+    block: int,
+    device: str = "cpu",
+    out: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate block ``block``'s chains and return its encoded tuples in their stored order.
 
     Arrays: x_prev (n, *S), x_t (n, M, *S), score (n, M, *S) (scaled by sqrt(w(t))), t (n,) and
-    src (n,) (source rows), padded with t = 0 rows to ``plan.tuples_per_block``.
+    src (n,) (source rows), padded with all-zero rows (t = 0) to ``plan.tuples_per_block``.
+    ``out`` (from :func:`block_buffers`) is filled in place instead of allocating: a worker that
+    reuses its buffers skips faulting in fresh pages for every block.
     """
     chains = plan.block_chains(block)
     rng = np.random.default_rng(derive_seed(plan.seed, epoch, block, "order"))
@@ -164,15 +185,10 @@ def simulate_block(
     # the stored order is drawn up front, so each step's tuples go straight to their final rows
     rows = np.empty(int(E.sum()), dtype=np.int64)
     rows[rng.permutation(len(rows))] = np.arange(len(rows))
-    S, M, n = plan.state_shape, plan.M, plan.tuples_per_block
-    sdt = ENCODINGS[enc]
-    out = {
-        "x_prev": np.zeros((n, *S), sdt),
-        "x_t": np.zeros((n, M, *S), sdt),
-        "score": np.zeros((n, M, *S), np.float16),
-        "t": np.zeros(n, np.int32),
-        "src": np.zeros(n, np.int32),
-    }
+    M = plan.M
+    out = out if out is not None else block_buffers(plan)
+    for a in out.values():
+        a[len(rows) :] = 0  # padding rows; every other row is written below
     k = 0
     with torch.no_grad():
         for t in range(1, plan.T + 1):

@@ -32,7 +32,7 @@ from orient.storage.store import (
 from .blocks import Plan, bytes_per_tuple, make_plan
 from .datasets import DataSet, load_dataset, split_indices
 from .progress import Progress
-from .tasks import DiskFullError, run_block
+from .tasks import DiskFullError, flush, run_block
 
 
 @dataclass
@@ -74,6 +74,7 @@ class Summary:
     seconds: float
     chain_steps: int
     blocks_run: int
+    blocks_seconds: float = 0.0  # simulating and writing blocks (no cluster start, no data prep)
 
     def lines(self) -> list[str]:
         bpt = self.bytes_on_disk / max(1, self.tuples)
@@ -216,44 +217,61 @@ def _warm_up() -> None:
 def _run_group(
     client: Any, store: TupleStore, group: str, plan: Plan, epoch: int, device: str, label: str
 ) -> tuple[int, int]:
-    """Run the blocks of ``group`` that are not done; returns (tuples written, blocks run)."""
+    """Run the blocks of ``group`` that are not done; returns (tuples written, blocks run).
+
+    Tasks return once their block is simulated and queued for writing (pipeline/tasks.py), so the
+    group is finished only when every worker has flushed its writes and every done marker is on
+    disk; a block whose marker is missing after that (its worker died mid-write) is run again.
+    """
     from distributed import as_completed
 
-    done = store.done_blocks(group)
-    todo = [b for b in range(plan.n_blocks) if not done[b]]
-    if not todo:
-        return 0, 0
-    threads = 1
-    specs = [
-        {
-            "url": store.url,
-            "group": group,
-            "plan": plan.to_json(),
-            "epoch": epoch,
-            "block": b,
-            "device": device,
-            "process_hash": store.meta["process_hash"],
-            "threads": threads,
-        }
-        for b in todo
-    ]
-    bar = Progress(len(todo), label, unit="blocks")
-    tuples = 0
-    futures = client.map(run_block, specs, pure=False)
+    tuples = ran = 0
+    bar = None
     try:
-        for fut in as_completed(futures):
-            info = fut.result()
-            tuples += info["tuples"]
-            rate = tuples / (time.perf_counter() - bar.start)
-            bar.update(1, tuples=f"{tuples:,}", rate=f"{rate:,.0f}/s")
+        for _attempt in range(3):
+            done = store.done_blocks(group)
+            todo = [b for b in range(plan.n_blocks) if not done[b]]
+            if not todo:
+                break
+            specs = [
+                {
+                    "url": store.url,
+                    "group": group,
+                    "plan": plan.to_json(),
+                    "epoch": epoch,
+                    "block": b,
+                    "device": device,
+                    "process_hash": store.meta["process_hash"],
+                    "threads": 1,
+                }
+                for b in todo
+            ]
+            bar = bar or Progress(len(todo), label, unit="blocks")
+            futures = client.map(run_block, specs, pure=False)
+            try:
+                for fut in as_completed(futures):
+                    tuples += fut.result()["tuples"]
+                    rate = tuples / (time.perf_counter() - bar.start)
+                    bar.update(1, tuples=f"{tuples:,}", rate=f"{rate:,.0f}/s")
+            finally:
+                client.run(flush)  # also after a failure: nothing is left half-queued
+            ran += len(todo)
+        else:
+            missing = int((~store.done_blocks(group)).sum())
+            if missing:
+                raise StoreError(
+                    f"{missing} blocks of {store.url} were not written after 3 attempts; "
+                    "re-run with --resume"
+                )
     except DiskFullError:
         client.cancel(futures)
         raise StoreError(
             f"disk full while writing {store.url}; completed blocks are kept: free space and re-run with --resume"
         ) from None
     finally:
-        bar.close()
-    return tuples, len(todo)
+        if bar is not None:
+            bar.close()
+    return tuples, ran
 
 
 def write_epoch(
@@ -331,15 +349,26 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         if plan.mode == "full":
             if "full" not in store.root.group_keys():
                 store.create_tuple_group("full", plan.layout())
+            t1 = time.perf_counter()
             tuples, blocks = _run_group(client, store, "full", plan, 0, cfg.device, "full")
+            blocks_seconds = time.perf_counter() - t1
         else:
+            blocks_seconds = 0.0
             for e in range(cfg.epochs or 1):
+                t1 = time.perf_counter()
                 n, b = write_epoch(client, store, plan, e, cfg.device)
                 tuples, blocks = tuples + n, blocks + b
+                blocks_seconds += time.perf_counter() - t1
     seconds = time.perf_counter() - t0
     per_block_steps = plan.T * plan.chains_per_block
     return Summary(
-        cfg.out, tuples, store.nbytes_on_disk(), seconds, blocks * per_block_steps, blocks
+        cfg.out,
+        tuples,
+        store.nbytes_on_disk(),
+        seconds,
+        blocks * per_block_steps,
+        blocks,
+        blocks_seconds,
     )
 
 

@@ -1,13 +1,22 @@
-"""The one Dask task of the precompute stage: simulate a block, write it, then mark it done.
+"""The one Dask task of the precompute stage: simulate a block, then write it and its marker.
 
 Workers keep the opened store, its process and its sources in a small per-process cache, so a task
 carries only a few numbers and returns only metadata.
+
+Writes are double-buffered: a task simulates its block, waits for the write of the block before it
+(if that is still running), hands its own block to the worker process's writer thread and returns.
+So block b+1 is simulated while block b goes to disk, with at most two blocks in memory per worker
+thread. The done markers on disk, written after each block's data, stay the only truth about what
+is complete: the driver calls :func:`flush` on every worker at the end of a group and then re-runs
+any block whose marker is missing (a worker that died with a write in flight).
 """
 
 from __future__ import annotations
 
 import errno
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -15,9 +24,13 @@ import torch
 
 from orient.storage.store import TupleStore, write_block
 
-from .blocks import Plan, simulate_block
+from .blocks import Plan, block_buffers, simulate_block
 
 _CACHE: dict[tuple[str, str], tuple[TupleStore, Any, np.ndarray]] = {}
+_WRITER: ThreadPoolExecutor | None = None
+_PENDING: list[Future] = []
+_LOCK = threading.Lock()
+_LOCAL = threading.local()  # per task thread: two sets of block buffers, used in turn
 
 
 class DiskFullError(OSError):
@@ -26,30 +39,66 @@ class DiskFullError(OSError):
 
 def _opened(url: str, process_hash: str, device: str) -> tuple[TupleStore, Any, np.ndarray]:
     key = (url, process_hash + device)
-    if key not in _CACHE:
-        store = TupleStore.open(url, mode="r+")
-        _CACHE.clear()
-        _CACHE[key] = (store, store.process().to(device), store.source())
-    return _CACHE[key]
+    with _LOCK:
+        if key not in _CACHE:
+            store = TupleStore.open(url, mode="r+")
+            _CACHE.clear()
+            _CACHE[key] = (store, store.process().to(device), store.source())
+        return _CACHE[key]
+
+
+def _write(store: TupleStore, group: str, block: int, arrays: dict[str, np.ndarray]) -> None:
+    try:
+        write_block(store.root[group], block, arrays)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing block {block}") from None
+        raise
+
+
+def flush() -> None:
+    """Wait for every write this worker process has queued; re-raise the first that failed."""
+    with _LOCK:
+        pending = list(_PENDING)
+        _PENDING.clear()
+    errors = []
+    for fut in pending:
+        try:
+            fut.result()
+        except BaseException as exc:  # every write is waited for before one error is raised
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _buffers(plan: Plan) -> dict[str, np.ndarray]:
+    """The buffer set not used by this thread's previous block (whose write may be running)."""
+    key = (plan.tuples_per_block, plan.state_shape, plan.M, plan.periodic)
+    if getattr(_LOCAL, "key", None) != key:
+        _LOCAL.key, _LOCAL.sets, _LOCAL.turn = key, [block_buffers(plan), block_buffers(plan)], 0
+    _LOCAL.turn ^= 1
+    return _LOCAL.sets[_LOCAL.turn]
 
 
 def run_block(spec: dict[str, Any]) -> dict[str, Any]:
-    """Simulate and write one block; returns {block, tuples, seconds}."""
+    """Simulate one block and queue its write; returns {block, tuples, seconds}."""
+    global _WRITER
     torch.set_num_threads(int(spec.get("threads", 1)))
     t0 = time.perf_counter()
     store, process, x0 = _opened(spec["url"], spec["process_hash"], spec["device"])
     plan = Plan.from_json(spec["plan"])
-    arrays = simulate_block(process, x0, plan, spec["epoch"], spec["block"], spec["device"])
-    try:
-        write_block(store.root[spec["group"]], spec["block"], arrays)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise DiskFullError(
-                errno.ENOSPC, f"disk full while writing block {spec['block']}"
-            ) from None
-        raise
+    arrays = simulate_block(
+        process, x0, plan, spec["epoch"], spec["block"], spec["device"], out=_buffers(plan)
+    )
+    t_sim = time.perf_counter() - t0
+    flush()  # the previous block's write: bounds memory, and surfaces its errors here
+    with _LOCK:
+        if _WRITER is None:
+            _WRITER = ThreadPoolExecutor(1, thread_name_prefix="orient-writer")
+        _PENDING.append(_WRITER.submit(_write, store, spec["group"], spec["block"], arrays))
     return {
         "block": spec["block"],
         "tuples": int((arrays["t"] > 0).sum()),
         "seconds": time.perf_counter() - t0,
+        "simulate_seconds": t_sim,
     }
