@@ -28,10 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .chunkio import read_chunk
 from .codecs import ENCODINGS, decode
 from .store import TRAINING_ARRAYS, Layout, StoreError, TupleStore
 
 WINDOW_BYTES = 64 * 2**20
+READ_THREADS = 4  # chunk reads in flight (file reads and CRC checks release the GIL)
+PREFETCH_WINDOWS = 3
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -184,16 +187,16 @@ class TupleReader(IterableDataset):
         g = store.group(group)
         ct = layout.chunk_tuples
         todo = [b for b in range(self.batches_done, len(order.batches)) if b % nw == wid]
-        pool = ThreadPoolExecutor(max_workers=4)
-        loaded: dict[int, Future] = {}
+        pool = ThreadPoolExecutor(max_workers=READ_THREADS)
+        arrays = {k: g[k] for k in self.arrays}  # opened once: each lookup re-reads metadata
+        loaded: dict[int, dict[str, list[Future]]] = {}
 
-        def read_window(j: int) -> dict[str, list[np.ndarray]]:
-            """The window's chunks, one array per chunk (every chunk holds exactly ct rows)."""
-            parts: dict[str, list[np.ndarray]] = {k: [] for k in self.arrays}
-            for c in order.windows[j]:
-                for k in self.arrays:
-                    parts[k].append(np.asarray(g[k][int(c) * ct : (int(c) + 1) * ct]))
-            return parts
+        def submit_window(j: int) -> dict[str, list[Future]]:
+            """Start reading window j: one read per chunk and array, all in flight at once."""
+            return {
+                k: [pool.submit(read_chunk, a, int(c)) for c in order.windows[j]]
+                for k, a in arrays.items()
+            }
 
         # windows in the order this worker needs them, prefetched a few ahead
         needed = list(dict.fromkeys(order.batches[b][0] for b in todo))
@@ -201,13 +204,13 @@ class TupleReader(IterableDataset):
         ahead = 0
         try:
             for i, b in enumerate(todo):
-                while ahead < len(needed) and len(loaded) < 3:
-                    loaded[needed[ahead]] = pool.submit(read_window, needed[ahead])
+                while ahead < len(needed) and len(loaded) < PREFETCH_WINDOWS:
+                    loaded[needed[ahead]] = submit_window(needed[ahead])
                     ahead += 1
                 j, pos = order.batches[b]
                 if j not in loaded:
-                    loaded[j] = pool.submit(read_window, j)
-                window = loaded[j].result()
+                    loaded[j] = submit_window(j)
+                window = {k: [f.result() for f in fs] for k, fs in loaded[j].items()}
                 sl = pos[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
                 yield {
                     k: torch.from_numpy(_torchable(_gather(window[k], sl, ct))) for k in self.arrays
