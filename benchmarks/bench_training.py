@@ -6,7 +6,9 @@
 2. one end-to-end training step with the default model (tiny U-Net, batch 32): naive vs cached,
    and the reader's data-wait fraction in `orient train` at default settings (target < 5 %);
 3. reader throughput vs reading the same bytes as raw contiguous files (the physical limit);
-   target >= 50 %.
+   target >= 50 %. Measured with the store's files evicted from the page cache (read from disk,
+   as a store larger than memory is; the headline) and warm (memory-bound), each the best of
+   three passes. Stores are written with direct I/O, so they start out of the page cache.
 
 Run: python benchmarks/bench_training.py [--chains 64] [--skip-1000]
 """
@@ -59,6 +61,28 @@ def raw_read_bytes(group_dir: Path, keys=("x_t", "score", "t")) -> tuple[int, fl
     return n, time.perf_counter() - t0
 
 
+def evict(root: Path) -> None:
+    """Drop a store's files from the page cache (clean pages; no privileges needed)."""
+    for p in root.rglob("*"):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+
+def best_rate(fn, root: Path, cold: bool, repeats: int = 3) -> float:
+    """Best bytes/s of ``repeats`` calls of fn() -> (bytes, seconds), cold or warm cache."""
+    rates = []
+    if not cold:
+        fn()
+    for _ in range(repeats):
+        if cold:
+            evict(root)
+        n, dt = fn()
+        rates.append(n / dt)
+    return max(rates)
+
+
 def contiguous_zarr_read(url: str, group: str, keys=("x_t", "score", "t")) -> tuple[int, float]:
     """Read the same arrays through Zarr chunk by chunk in storage order: (bytes, seconds)."""
     import zarr
@@ -89,7 +113,7 @@ def reader_pass(url: str, batch: int, device: str | None = None) -> tuple[int, i
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--chains", type=int, default=64)
+    ap.add_argument("--chains", type=int, default=256)
     ap.add_argument(
         "--skip-1000", action="store_true", help="skip the slow T = 1000 reference batch"
     )
@@ -113,19 +137,26 @@ def main() -> None:
         run_precompute(PrecomputeConfig(out=url, data_options={"n": args.chains + 8, "size": 96, "seed": 1},
                                         steps=300, M=5, tuples_per_chain=16, epochs=1, test_fraction=0.1,
                                         workers=2), log=print)  # fmt: skip
+        root, gdir = tmp / "c96.zarr", tmp / "c96.zarr" / "epochs" / "00000"
         n, nbytes, dt = reader_pass(url, 64)
-        n2, nbytes2, dt2 = reader_pass(url, 64)  # warm page cache, as the raw read below
+        n2, nbytes2, dt2 = reader_pass(url, 64)  # warm page cache
         rec["cached_s_per_batch"] = dt2 / n2
         for T, ref in rec["reference_s_per_batch"].items():
             rec.setdefault("speedup_cached_vs_reference", {})[T] = ref / rec["cached_s_per_batch"]
-        raw_bytes, raw_s = raw_read_bytes(tmp / "c96.zarr" / "epochs" / "00000")
+        ways = {
+            "reader": lambda: reader_pass(url, 64)[1:],
+            "contiguous_zarr": lambda: contiguous_zarr_read(url, "epochs/00000"),
+            "raw": lambda: raw_read_bytes(gdir),
+        }
+        for cache in ("cold", "warm"):
+            for name, fn in ways.items():
+                rec[f"{name}_{cache}_bytes_per_s"] = best_rate(fn, root, cache == "cold")
+            rec[f"reader_vs_raw_{cache}"] = (
+                rec[f"reader_{cache}_bytes_per_s"] / rec[f"raw_{cache}_bytes_per_s"]
+            )
         _, nbytes3, dt3 = reader_pass(url, 64, "cpu")
-        zarr_bytes, zarr_s = contiguous_zarr_read(url, "epochs/00000")
-        rec["reader_bytes_per_s"] = nbytes2 / dt2
         rec["reader_decoded_cpu_bytes_per_s"] = nbytes3 / dt3
-        rec["contiguous_zarr_bytes_per_s"] = zarr_bytes / zarr_s
-        rec["raw_read_bytes_per_s"] = raw_bytes / raw_s
-        rec["reader_vs_raw"] = rec["reader_bytes_per_s"] / rec["contiguous_zarr_bytes_per_s"]
+        rec["store_bytes_read_per_epoch"] = nbytes
         # 2. one training step with the default model (tiny, batch 32): naive vs cached
         p300 = create_process("kuramoto-local", steps=300, example=x0)
         net = build_model(model_config("tiny", (1, 96, 96), True))
