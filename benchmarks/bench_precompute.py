@@ -1,5 +1,8 @@
 """Precompute benchmark (issue: precompute stage), measured as ratios within one run.
 
+Configurations: full mode and per-epoch mode (10 tuples per chain) at T = 100, and per-epoch mode
+at paper A's T = 300.
+
 1. I/O + encoding overhead: the block phase of `run_precompute` (simulate, encode, write, mark)
    vs the same simulation of the same blocks in memory (no encoding, no writes), both with the
    same number of worker processes (1 and 2); target <= 15 %. On this machine a busy second core
@@ -154,6 +157,14 @@ def main() -> None:
             "full": measure(tmp, "full", base, (1, 2), args.repeats),
             "per_epoch": measure(
                 tmp, "epoch", {**base, "tuples_per_chain": 10, "epochs": 1}, (1, 2), args.repeats
+            ),
+            # paper A's SOCOFing setting (T = 300), 10 tuples per chain per epoch
+            "per_epoch_T300": measure(
+                tmp,
+                "epoch300",
+                {**base, "steps": 300, "tuples_per_chain": 10, "epochs": 1},
+                (1, 2),
+                args.repeats,
             ),
         }
         for mode, r in rec.items():
