@@ -226,6 +226,7 @@ def _run_group(
     from distributed import as_completed
 
     tuples = ran = 0
+    per_block: dict[int, int] = {}  # a block run twice counts once
     bar = None
     try:
         for _attempt in range(3):
@@ -250,7 +251,9 @@ def _run_group(
             futures = client.map(run_block, specs, pure=False)
             try:
                 for fut in as_completed(futures):
-                    tuples += fut.result()["tuples"]
+                    info = fut.result()
+                    tuples += info["tuples"]
+                    per_block[info["block"]] = info["tuples"]
                     rate = tuples / (time.perf_counter() - bar.start)
                     bar.update(1, tuples=f"{tuples:,}", rate=f"{rate:,.0f}/s")
             finally:
@@ -271,7 +274,7 @@ def _run_group(
     finally:
         if bar is not None:
             bar.close()
-    return tuples, ran
+    return sum(per_block.values()), ran
 
 
 def write_epoch(

@@ -239,3 +239,44 @@ def test_an_fsspec_url_store_works_end_to_end(small_store):
     assert store.epochs() == [0, 1] and all(store.is_complete(g) for g in store.tuple_groups())
     batch = next(iter(TupleReader(ep, batch_size=4)))
     assert batch["x_t"].shape == (4, 2, 1, 16, 16) and bool((batch["t"] > 0).all())
+
+
+def test_a_block_whose_write_was_lost_is_run_again(small_store, tmp_path, monkeypatch):
+    """Tasks return before their block is on disk (double-buffered writes). If a write is lost
+    (a worker dying mid-write), the driver finds the missing done marker after flushing and runs
+    the block again: the store ends complete, with the bytes of an undisturbed run."""
+    from distributed import LocalCluster
+
+    from orient.pipeline import tasks
+    from orient.pipeline.precompute import PrecomputeConfig, run_precompute
+
+    real_write, lost = tasks._write, []
+
+    def lose_block_1_once(store, group, block, arrays):
+        if block == 1 and not lost:
+            lost.append(block)  # nothing reaches the disk, as if the worker died here
+            return
+        real_write(store, group, block, arrays)
+
+    monkeypatch.setattr(tasks, "_write", lose_block_1_once)
+    out = tmp_path / "lost.zarr"
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster:
+        summary = run_precompute(
+            PrecomputeConfig(
+                out=str(out),
+                data_options={"n": 12, "size": 16},
+                steps=10,
+                schedule="two_D=1e-4:0.1,K=5e-5:0.05",
+                M=2,
+                max_batch=4,
+                scheduler=cluster.scheduler_address,
+            ),
+            log=lambda _: None,
+        )
+    assert lost == [1]
+    n_blocks = zarr.open_group(str(out), mode="r")["full/done"].shape[0]
+    assert summary.blocks_run == n_blocks + 1  # block 1 ran twice, its tuples count once
+    assert summary.tuples == int((np.asarray(zarr.open_group(str(out))["full/t"][...]) > 0).sum())
+    assert_same_bytes(small_store, out)
