@@ -132,7 +132,13 @@ def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> None:
         chunk = data[k * c0 : (k + 1) * c0]
         key = arr.metadata.encode_chunk_key((start // c0 + k,) + (0,) * (data.ndim - 1))
         crc = int(google_crc32c.value(chunk.reshape(-1).view(np.uint8))).to_bytes(4, "little")
-        _write_file(folder / key, chunk, crc, direct)
+        try:
+            _write_file(folder / key, chunk, crc, direct)
+        except OSError as exc:
+            if not direct or exc.errno != errno.EINVAL:
+                raise
+            _direct[folder] = direct = False  # opened with O_DIRECT but refused its writes
+            _write_file(folder / key, chunk, crc, direct)
 
 
 def read_chunk(arr: zarr.Array, index: int) -> np.ndarray:

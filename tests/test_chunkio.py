@@ -100,3 +100,27 @@ def test_a_corrupted_direct_chunk_fails_zarrs_checksum(tmp_path):
     with pytest.raises(ValueError, match="checksum"):
         np.asarray(arr[2:4])
     assert not [p for p in os.listdir(chunk.parent) if p.endswith(".partial")]
+
+
+def test_a_file_system_that_refuses_direct_writes_falls_back(tmp_path, monkeypatch):
+    """Some file systems accept O_DIRECT at open and refuse the writes (EINVAL): buffered then."""
+    import errno
+    import fcntl
+
+    if not chunkio._O_DIRECT:
+        pytest.skip("no O_DIRECT on this platform")
+    real_write = os.write
+
+    def refuse_direct(fd, data):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & chunkio._O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(chunkio.os, "write", refuse_direct)
+    data = np.arange(4 * 6, dtype=np.float32).reshape(4, 6)
+    a = _array(tmp_path / "a.zarr", (4, 6), (2, 6), "float32")
+    b = _array(tmp_path / "b.zarr", (4, 6), (2, 6), "float32")
+    a[...] = data
+    write_rows(b, 0, data)
+    assert _files(tmp_path / "a.zarr") == _files(tmp_path / "b.zarr")
+    assert chunkio._direct[tmp_path / "b.zarr"] is False
