@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
@@ -20,11 +21,19 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """Warnings for users: one line, no source file and line number."""
+    return f"orient: warning: {message}\n"
+
+
 def main() -> None:
     """Run the app; user errors become one line on stderr and a non-zero exit.
 
     ORIENT_DEBUG=1 re-raises them with their traceback.
     """
+    if not os.environ.get("ORIENT_DEBUG"):
+        warnings.formatwarning = _one_line_warning
+        warnings.simplefilter("once", RuntimeWarning)  # a process built twice warns once
     try:
         app()
     except (UserError, ValueError, FileNotFoundError) as exc:

@@ -595,4 +595,6 @@ class SPDEProcess(Process):
         cls, config: dict[str, Any], buffers: dict[str, Tensor] | None = None
     ) -> SPDEProcess:
         check_config_kind(cls, config)
-        return cls._from_params(config, check_buffers(config, buffers))
+        with warnings.catch_warnings():  # warned when the process was first created
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return cls._from_params(config, check_buffers(config, buffers))

@@ -280,3 +280,17 @@ def test_a_block_whose_write_was_lost_is_run_again(small_store, tmp_path, monkey
     assert summary.blocks_run == n_blocks + 1  # block 1 ran twice, its tuples count once
     assert summary.tuples == int((np.asarray(zarr.open_group(str(out))["full/t"][...]) > 0).sum())
     assert_same_bytes(small_store, out)
+
+
+def test_a_process_warning_reaches_the_user_once_on_one_line(tmp_path):
+    """An SPDE chain beyond the explicit stability limit: one `orient: warning:` line (not a
+    Python warning with its source line, and not again from every worker that rebuilds it)."""
+    res = subprocess.run(
+        [*ORIENT, "precompute", "--process", "spde-aniso", "--num-examples", "8",
+         "--image-size", "16", "--steps", "10", "--workers", "1", "--out", str(tmp_path / "s.zarr")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "stability limit" in ln]
+    assert len(lines) == 1 and lines[0].startswith("orient: warning: SPDE steps beyond"), lines
+    assert "RuntimeWarning" not in res.stderr
