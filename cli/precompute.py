@@ -46,7 +46,12 @@ def precompute(
             help="Data set: synthetic-fingerprints, socofing, image-folder, textures, cifar10, mnist, gmm2d, snp, array."
         ),
     ] = "synthetic-fingerprints",
-    steps: Annotated[int, typer.Option(help="Number of forward steps T.")] = 100,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Number of forward steps T [default: 100; spde-*: enough for the explicit scheme's stability limit]."
+        ),
+    ] = None,
     process: Annotated[
         str,
         typer.Option(

@@ -36,9 +36,12 @@ PROCESSES: dict[str, Callable[..., Process]] = {
 
 
 def create_process(
-    name: str, *, steps: int, schedule: str | None = None, example: Tensor, **options: Any
+    name: str, *, steps: int | None, schedule: str | None = None, example: Tensor, **options: Any
 ) -> Process:
-    """Build the process called ``name`` (a key of :data:`PROCESSES`) for data like ``example``."""
+    """Build the process called ``name`` (a key of :data:`PROCESSES`) for data like ``example``.
+
+    ``steps`` None lets the process choose T (DEFAULT_STEPS, or more where its scheme needs it).
+    """
     if name not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; choose one of {', '.join(PROCESSES)}")
     try:

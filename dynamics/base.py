@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 CONFIG_FORMAT = 1
+DEFAULT_STEPS = 100  # T when none is given (a process may need more: SPDEProcess.create)
 Method = Literal["sde", "ode"]
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    DEFAULT_STEPS,
     Method,
     Process,
     check_buffers,
@@ -266,8 +267,9 @@ class GOUProcess(Process):
 
     @classmethod
     def create(
-        cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any
+        cls, *, steps: int | None, schedule: str | None, example: Tensor, **params: Any
     ) -> GOUProcess:
+        steps = DEFAULT_STEPS if steps is None else steps
         if schedule not in (None, "uniform"):
             raise ValueError(
                 "GOU uses a uniform time grid over --horizon; it has no named schedules"

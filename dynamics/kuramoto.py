@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (
+    DEFAULT_STEPS,
     Method,
     Process,
     Transitions,
@@ -354,8 +355,9 @@ class KuramotoProcess(Process):
 
     @classmethod
     def create(
-        cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any
+        cls, *, steps: int | None, schedule: str | None, example: Tensor, **params: Any
     ) -> KuramotoProcess:
+        steps = DEFAULT_STEPS if steps is None else steps
         sched = named_or_custom(schedule)
         return cls(T=steps, schedule=sched, state_ndim=example.ndim - 1, **params)
 

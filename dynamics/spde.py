@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (
+    DEFAULT_STEPS,
     Method,
     Process,
     check_buffers,
@@ -536,7 +537,7 @@ class SPDEProcess(Process):
     def create(
         cls,
         *,
-        steps: int,
+        steps: int | None,
         schedule: str | None,
         example: Tensor,
         instance: Instance = "anisotropic",
@@ -545,6 +546,7 @@ class SPDEProcess(Process):
         """Paper C's ``instance`` for images like ``example`` (B, C, H, W), with overrides.
 
         ``schedule`` is None or ``"alpha1=a:b,alpha2=c:d"``; ``params`` are any of :data:`OPTIONS`.
+        ``steps`` None picks max(DEFAULT_STEPS, the explicit stability limit 4 max(alpha1) horizon).
         The fitted prior (the default) simulates the chain on ``example`` here.
         """
         if example.ndim != 4:
@@ -573,6 +575,9 @@ class SPDEProcess(Process):
                 )
             opts.update(ends)
         opts.update(params)
+        if steps is None:
+            a1 = max(abs(float(a)) for a in opts["alpha1"])
+            steps = max(DEFAULT_STEPS, math.ceil(4 * a1 * opts.get("horizon", horizon)))
         proc = cls(steps, instance=instance, height=height, width=width, **opts)
         return proc.fit_prior(example) if proc.prior == "fitted" else proc
 

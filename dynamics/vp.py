@@ -15,7 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Method, Process, check_config_kind, check_steps, randn, schedule_at
+from .base import (
+    DEFAULT_STEPS,
+    Method,
+    Process,
+    check_config_kind,
+    check_steps,
+    randn,
+    schedule_at,
+)
 from .schedules import linear, named_or_custom
 
 # Paper A's SGM baselines: linear beta from 1e-4 to these values.
@@ -125,8 +133,9 @@ class VPProcess(Process):
 
     @classmethod
     def create(
-        cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any
+        cls, *, steps: int | None, schedule: str | None, example: Tensor, **params: Any
     ) -> VPProcess:
+        steps = DEFAULT_STEPS if steps is None else steps
         sched = named_or_custom(schedule)
         if params:
             raise ValueError(f"the VP process takes no options, got {sorted(params)}")

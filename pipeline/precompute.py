@@ -43,7 +43,7 @@ class PrecomputeConfig:
     dataset: str = "synthetic-fingerprints"
     data_options: dict[str, Any] = field(default_factory=dict)
     process: str = "kuramoto-local"
-    steps: int = 100
+    steps: int | None = None  # None: the process's default (100; SPDE: its stability limit)
     schedule: str | None = None
     process_options: dict[str, Any] = field(default_factory=dict)
     M: int = 5
@@ -111,13 +111,13 @@ def prepare(cfg: PrecomputeConfig) -> tuple[DataSet, np.ndarray, np.ndarray, Pro
 
 
 def tuples_per_chain(
-    cfg: PrecomputeConfig, n_chains: int, state_shape: tuple[int, ...], periodic: bool
+    cfg: PrecomputeConfig, T: int, n_chains: int, state_shape: tuple[int, ...], periodic: bool
 ) -> int:
     """K from --tuples-per-chain, or the largest K whose epochs fit --disk-budget."""
     if cfg.tuples_per_chain is not None:
         return cfg.tuples_per_chain
     if cfg.disk_budget is None:
-        return max(1, min(cfg.steps, 10))
+        return max(1, min(T, 10))
     per = bytes_per_tuple(state_shape, cfg.M, periodic)
     n_epochs = cfg.epochs or 1
     k = cfg.disk_budget // (n_epochs * n_chains * per)
@@ -127,7 +127,7 @@ def tuples_per_chain(
             f"--disk-budget {cfg.disk_budget:,} bytes is too small for one tuple per chain "
             f"({n_chains} chains x {n_epochs} epochs x {per:,} bytes = {need:,} bytes)"
         )
-    return int(min(k, cfg.steps))
+    return int(min(k, T))
 
 
 def _meta(
@@ -298,7 +298,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     """Create or resume the store described by ``cfg`` and fill it; returns a summary."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     check_device(cfg.device)
-    if cfg.steps < 1 or isinstance(cfg.steps, bool):
+    if cfg.steps is not None and (cfg.steps < 1 or isinstance(cfg.steps, bool)):
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
@@ -308,7 +308,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     x0 = ds.data[train]
     state_shape = tuple(x0.shape[1:])
     k = (
-        tuples_per_chain(cfg, len(train), state_shape, process.periodic)
+        tuples_per_chain(cfg, process.T, len(train), state_shape, process.periodic)
         if cfg.mode == "epoch"
         else 0
     )

@@ -374,6 +374,21 @@ def test_unstable_step_size_warns():
         SPDEProcess.create(steps=10, schedule=None, example=torch.zeros(1, 1, 8, 8), prior="noise")
 
 
+@pytest.mark.parametrize("name", ["spde-aniso", "spde-heat", "spde-ve"])
+@pytest.mark.parametrize("size", [16, 32])
+def test_default_steps_respect_the_stability_limit(name, size):
+    """No --steps: T is large enough that max alpha1 * h <= 1/4 (no warning); other processes 100."""
+    from orient.dynamics import create_process
+
+    x = torch.zeros(2, 1, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        p = create_process(name, steps=None, example=x, prior="noise")
+    assert float(p.alpha1.max()) * p.h <= 0.25
+    assert p.T >= 100 and (name == "spde-ve" or p.T == 4 * 2 * size * p.horizon)
+    assert create_process("kuramoto-local", steps=None, example=x).T == 100
+
+
 INVALID = [
     dict(steps=0),
     dict(instance="wave"),
