@@ -68,6 +68,17 @@ def precompute_section(r: dict) -> list[str]:
                 "pct",
                 f"<= 15 %: {verdict}",
             ),
+            *(
+                [
+                    row(
+                        f"... as a ratio of medians, {w} worker(s)",
+                        f"overhead_{w}_workers_median",
+                        "pct",
+                    )
+                ]
+                if f"overhead_{w}_workers_median" in cols[0]
+                else []
+            ),
             row(f"`run_precompute` end to end, {w} worker(s)", f"end_to_end_{w}_workers_s", "s"),
             row(f"tuples/s, {w} worker(s) (block phase)", f"tuples_per_s_{w}_workers"),
             row(f"chain-steps/s, {w} worker(s) (block phase)", f"chain_steps_per_s_{w}_workers"),
