@@ -15,6 +15,16 @@ SMALL = [
 ]  # fmt: skip
 
 
+# the PrecomputeConfig of `small_store` (and of tests that must reproduce its bytes)
+SMALL_CONFIG = dict(
+    data_options={"n": 12, "size": 16},
+    steps=10,
+    schedule="two_D=1e-4:0.1,K=5e-5:0.05",
+    M=2,
+    max_batch=4,
+)
+
+
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """Run ``orient ARGS`` through the console-script entry point; returns (exit code, out, err)."""
     from orient.cli import main
@@ -61,16 +71,5 @@ def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from orient.pipeline.precompute import PrecomputeConfig, run_precompute
 
     out = tmp_path_factory.mktemp("stores") / "small.zarr"
-    run_precompute(
-        PrecomputeConfig(
-            out=str(out),
-            data_options={"n": 12, "size": 16},
-            steps=10,
-            schedule="two_D=1e-4:0.1,K=5e-5:0.05",
-            M=2,
-            max_batch=4,
-            workers=2,
-        ),
-        log=lambda _: None,
-    )
+    run_precompute(PrecomputeConfig(out=str(out), workers=2, **SMALL_CONFIG), log=lambda _: None)
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from conftest import SMALL, assert_same_bytes, run_cli
+from conftest import SMALL, SMALL_CONFIG, assert_same_bytes, run_cli
 
 ORIENT = [sys.executable, "-c", "from orient.cli import main; main()"]
 
@@ -214,13 +214,7 @@ def test_an_fsspec_url_store_works_end_to_end(small_store):
     from orient.storage.store import TupleStore
 
     base = f"memory://orient-test-{uuid.uuid4().hex}"
-    cfg = dict(
-        data_options={"n": 12, "size": 16},
-        steps=10,
-        schedule="two_D=1e-4:0.1,K=5e-5:0.05",
-        M=2,
-        max_batch=4,
-    )
+    cfg = SMALL_CONFIG
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as cluster:
@@ -264,15 +258,7 @@ def test_a_block_whose_write_was_lost_is_run_again(small_store, tmp_path, monkey
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as cluster:
         summary = run_precompute(
-            PrecomputeConfig(
-                out=str(out),
-                data_options={"n": 12, "size": 16},
-                steps=10,
-                schedule="two_D=1e-4:0.1,K=5e-5:0.05",
-                M=2,
-                max_batch=4,
-                scheduler=cluster.scheduler_address,
-            ),
+            PrecomputeConfig(out=str(out), scheduler=cluster.scheduler_address, **SMALL_CONFIG),
             log=lambda _: None,
         )
     assert lost == [1]
