@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
+import os
 import shutil
 import statistics
 import tempfile
@@ -32,7 +33,7 @@ import torch
 from common import save, timed
 
 from orient.pipeline.blocks import Plan, derive_seed, emit_matrix
-from orient.pipeline.precompute import PrecomputeConfig, run_precompute
+from orient.pipeline.precompute import WORKER_ENV, PrecomputeConfig, run_precompute
 from orient.storage.store import TupleStore
 
 _W: dict = {}
@@ -74,7 +75,14 @@ def in_memory(url: str, workers: int) -> tuple[float, int]:
     """Seconds to simulate every block with ``workers`` processes (started and warmed up first)."""
     plan = Plan.from_json(TupleStore.open(url).meta["plan"])
     n_blocks = plan.n_blocks
-    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(url,)) as pool:
+    saved = {k: os.environ.get(k) for k in WORKER_ENV}
+    os.environ.update(WORKER_ENV)  # the same allocator settings as precompute's workers
+    try:
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(url,))
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    with pool:
         pool.map(_block, [-1] * workers, chunksize=1)
         t0 = time.perf_counter()
         n = sum(pool.imap_unordered(_block, range(n_blocks), chunksize=1))
@@ -152,31 +160,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=("full", "per_epoch", "per_epoch_T300"), action="append")
+    ap.add_argument("--no-save", action="store_true", help="print only (exploratory runs)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="orient-bench-"))
     base = dict(
         data_options={"n": args.examples, "size": 32}, steps=args.steps, M=args.samples, seed=0
     )
+    configs = {
+        "full": base,
+        "per_epoch": {**base, "tuples_per_chain": 10, "epochs": 1},
+        # paper A's SOCOFing setting (T = 300), 10 tuples per chain per epoch
+        "per_epoch_T300": {**base, "steps": 300, "tuples_per_chain": 10, "epochs": 1},
+    }
     try:
         rec = {
-            "full": measure(tmp, "full", base, (1, 2), args.repeats),
-            "per_epoch": measure(
-                tmp, "epoch", {**base, "tuples_per_chain": 10, "epochs": 1}, (1, 2), args.repeats
-            ),
-            # paper A's SOCOFing setting (T = 300), 10 tuples per chain per epoch
-            "per_epoch_T300": measure(
-                tmp,
-                "epoch300",
-                {**base, "steps": 300, "tuples_per_chain": 10, "epochs": 1},
-                (1, 2),
-                args.repeats,
-            ),
+            name: measure(tmp, name, cfg, (1, 2), args.repeats)
+            for name, cfg in configs.items()
+            if not args.only or name in args.only
         }
         for mode, r in rec.items():
             for k, v in r.items():
                 if k != "runs":
                     print(f"{mode}.{k}: {v}")
-        save("precompute", rec)
+        if not args.no_save:
+            save("precompute", rec)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -168,6 +168,20 @@ def check_resumable(store: TupleStore, process: Process, ds: DataSet, plan: Plan
         )
 
 
+# Environment of the LocalCluster's worker processes (set before they start; glibc reads it once).
+# Each chain step allocates and frees tensors of a few MB. With glibc's defaults (and more so with
+# the MALLOC_TRIM_THRESHOLD_=65536 that Dask sets in its workers) that memory goes back to the OS
+# after each step and is page-faulted in again: 40,000-75,000 minor faults per 64-chain block at
+# 32 x 32 (docs/benchmarks.md). A fixed mmap threshold and a high trim threshold keep it.
+# (Dask's statistical profiler is switched off as well: 100 times a second it walks every thread's
+# stack holding the GIL, and the simulating thread waits for the GIL after each torch op.)
+WORKER_ENV = {
+    "MALLOC_TRIM_THRESHOLD_": str(2**29),
+    "MALLOC_MMAP_THRESHOLD_": str(2**26),
+    "MALLOC_TOP_PAD_": str(2**26),
+}
+
+
 @contextlib.contextmanager
 def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[Any]:
     """A distributed Client: to ``scheduler`` if given, else a LocalCluster of worker processes."""
@@ -190,12 +204,10 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if device.startswith("cuda"):
         workers = min(workers, torch.cuda.device_count())  # one worker per GPU
-    # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers. That disables glibc's dynamic mmap
-    # threshold, so every large temporary tensor is mmapped and page-faulted afresh: block
-    # simulation ran 3x slower (docs/benchmarks.md). Our tasks reuse memory block after block.
-    unset_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    settings = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
+    settings["distributed.worker.profile.enabled"] = False  # see WORKER_ENV
     with (
-        dask.config.set(unset_trim),
+        dask.config.set(settings),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

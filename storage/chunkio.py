@@ -21,7 +21,7 @@ import threading
 import uuid
 from pathlib import Path
 
-import google_crc32c
+import crc32c
 import numpy as np
 import zarr
 import zarr.codecs as zc
@@ -74,7 +74,7 @@ def _write_file(path: Path, payload: np.ndarray, crc: bytes, direct: bool) -> No
         if direct:
             padded = -(-n // _ALIGN) * _ALIGN
             stage = _aligned_buffer(padded)
-            np.frombuffer(stage, np.uint8, raw.nbytes)[:] = raw
+            np.copyto(np.frombuffer(stage, np.uint8, raw.nbytes), raw)
             stage[raw.nbytes : n] = crc
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_DIRECT, 0o644)
             try:
@@ -131,7 +131,7 @@ def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> None:
     for k in range(len(data) // c0):
         chunk = data[k * c0 : (k + 1) * c0]
         key = arr.metadata.encode_chunk_key((start // c0 + k,) + (0,) * (data.ndim - 1))
-        crc = int(google_crc32c.value(chunk.reshape(-1).view(np.uint8))).to_bytes(4, "little")
+        crc = crc32c.crc32c(chunk.reshape(-1).view(np.uint8)).to_bytes(4, "little")
         try:
             _write_file(folder / key, chunk, crc, direct)
         except OSError as exc:
@@ -163,7 +163,7 @@ def read_chunk(arr: zarr.Array, index: int) -> np.ndarray:
         raise ValueError(f"chunk file {path} is missing (run `orient verify --repair`)") from None
     if got != n + 4 or extra:
         raise ValueError(f"chunk file {path} has the wrong size (run `orient verify --repair`)")
-    crc = int(google_crc32c.value(buf[:n])).to_bytes(4, "little")
+    crc = crc32c.crc32c(buf[:n]).to_bytes(4, "little")
     if crc != buf[n:].tobytes():
         raise ValueError(f"checksum mismatch in chunk file {path} (run `orient verify --repair`)")
     return buf[:n].view(arr.dtype).reshape(arr.chunks)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
-import google_crc32c
+import crc32c
 import numpy as np
 import torch
 import zarr
@@ -336,9 +336,7 @@ def block_digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
     """
     crc = 0
     for key in TUPLE_ARRAYS:
-        crc = google_crc32c.extend(
-            crc, np.ascontiguousarray(arrays[key]).reshape(-1).view(np.uint8)
-        )
+        crc = crc32c.crc32c(np.ascontiguousarray(arrays[key]).reshape(-1).view(np.uint8), crc)
     return np.frombuffer(crc.to_bytes(4, "little"), dtype=np.uint8)
 
 
