@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 from common import RESULTS, ROOT
 
@@ -13,6 +14,14 @@ def fmt(v: float, pct: bool = False) -> str:
 
 def check(ok: bool) -> str:
     return "met" if ok else "**not met**"
+
+
+def paired(x: dict, w: int) -> str:
+    """Each repeat's block phase over the in-memory run that followed it: +a / +b / ... (median)."""
+    runs = x["runs"][str(w)]
+    ratios = [b / m - 1 for b, m in zip(runs["blocks_s"], runs["in_memory_s"], strict=True)]
+    each = " / ".join(f"{v:+.0%}" for v in ratios)
+    return f"{each} (median {statistics.median(ratios):+.0%})"
 
 
 def precompute_section(r: dict) -> list[str]:
@@ -79,6 +88,9 @@ def precompute_section(r: dict) -> list[str]:
                 if f"overhead_{w}_workers_median" in cols[0]
                 else []
             ),
+            f"| ... per repeat (precompute run / the in-memory run right after it), {w} worker(s) | "
+            + " | ".join(paired(x, w) for x in cols)
+            + " | |",
             row(f"`run_precompute` end to end, {w} worker(s)", f"end_to_end_{w}_workers_s", "s"),
             row(f"tuples/s, {w} worker(s) (block phase)", f"tuples_per_s_{w}_workers"),
             row(f"chain-steps/s, {w} worker(s) (block phase)", f"chain_steps_per_s_{w}_workers"),

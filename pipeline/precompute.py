@@ -169,12 +169,12 @@ def check_resumable(store: TupleStore, process: Process, ds: DataSet, plan: Plan
 
 
 # Environment of the LocalCluster's worker processes (set before they start; glibc reads it once).
-# Each chain step allocates and frees tensors of a few MB. With glibc's defaults (and more so with
+# Each chain step allocates and frees tensors of a few MB; with glibc's defaults (and more so with
 # the MALLOC_TRIM_THRESHOLD_=65536 that Dask sets in its workers) that memory goes back to the OS
-# after each step and is page-faulted in again: 40,000-75,000 minor faults per 64-chain block at
-# 32 x 32 (docs/benchmarks.md). A fixed mmap threshold and a high trim threshold keep it.
-# (Dask's statistical profiler is switched off as well: 100 times a second it walks every thread's
-# stack holding the GIL, and the simulating thread waits for the GIL after each torch op.)
+# and is faulted in again: 34,000-75,000 minor page faults per 64-chain block at 32 x 32, ~100
+# with these settings. (The wall-time gain was within this machine's noise; docs/benchmarks.md.)
+# Dask's statistical profiler is switched off as well: 100 times a second it walks every thread's
+# stack while holding the GIL, which the simulating thread needs after every torch op.
 WORKER_ENV = {
     "MALLOC_TRIM_THRESHOLD_": str(2**29),
     "MALLOC_MMAP_THRESHOLD_": str(2**26),
