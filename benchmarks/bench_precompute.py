@@ -89,7 +89,10 @@ def in_memory(url: str, workers: int) -> tuple[float, int]:
         pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(url,))
     finally:
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
     with pool:
         pool.map(_block, [-1] * workers, chunksize=1)
         t0 = time.perf_counter()

@@ -33,6 +33,12 @@ _direct: dict[Path, bool] = {}  # array folder -> does its file system accept O_
 _staging = threading.local()
 
 
+def checksum(data: np.ndarray | memoryview | bytes, crc: int = 0) -> int:
+    """CRC32C of ``data`` continuing from ``crc``; releases the GIL for large buffers, so writer and
+    reader threads checksum beside the simulating or training thread (docs/benchmarks.md)."""
+    return crc32c.crc32c(data, crc)
+
+
 def _local_folder(arr: zarr.Array) -> Path | None:
     """The array's folder if its chunks are plain little-endian bytes + CRC32C in a local store."""
     store = arr.store_path.store
@@ -131,7 +137,7 @@ def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> None:
     for k in range(len(data) // c0):
         chunk = data[k * c0 : (k + 1) * c0]
         key = arr.metadata.encode_chunk_key((start // c0 + k,) + (0,) * (data.ndim - 1))
-        crc = crc32c.crc32c(chunk.reshape(-1).view(np.uint8)).to_bytes(4, "little")
+        crc = checksum(chunk.reshape(-1).view(np.uint8)).to_bytes(4, "little")
         try:
             _write_file(folder / key, chunk, crc, direct)
         except OSError as exc:
@@ -163,7 +169,7 @@ def read_chunk(arr: zarr.Array, index: int) -> np.ndarray:
         raise ValueError(f"chunk file {path} is missing (run `orient verify --repair`)") from None
     if got != n + 4 or extra:
         raise ValueError(f"chunk file {path} has the wrong size (run `orient verify --repair`)")
-    crc = crc32c.crc32c(buf[:n]).to_bytes(4, "little")
+    crc = checksum(buf[:n]).to_bytes(4, "little")
     if crc != buf[n:].tobytes():
         raise ValueError(f"checksum mismatch in chunk file {path} (run `orient verify --repair`)")
     return buf[:n].view(arr.dtype).reshape(arr.chunks)

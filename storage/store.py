@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
-import crc32c
 import numpy as np
 import torch
 import zarr
@@ -32,7 +31,7 @@ import zarr.codecs as zc
 
 from orient.dynamics import Process, process_from_config
 
-from .chunkio import write_rows
+from .chunkio import checksum, write_rows
 from .codecs import ENCODINGS
 
 FORMAT_VERSION = 2  # 2: block digests are CRC32C (were CRC-32)
@@ -336,7 +335,7 @@ def block_digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
     """
     crc = 0
     for key in TUPLE_ARRAYS:
-        crc = crc32c.crc32c(np.ascontiguousarray(arrays[key]).reshape(-1).view(np.uint8), crc)
+        crc = checksum(np.ascontiguousarray(arrays[key]).reshape(-1).view(np.uint8), crc)
     return np.frombuffer(crc.to_bytes(4, "little"), dtype=np.uint8)
 
 
