@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from orient.dynamics import Process
+from orient.storage.chunkio import page_aligned
 from orient.storage.codecs import ENCODINGS, encode, state_encoding
 from orient.storage.store import Layout
 
@@ -148,15 +149,19 @@ def emit_matrix(plan: Plan, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def block_buffers(plan: Plan) -> dict[str, np.ndarray]:
-    """Uninitialised arrays for one block's encoded tuples (see :func:`simulate_block`)."""
+    """Arrays for one block's encoded tuples (see :func:`simulate_block`).
+
+    Page-aligned, so the whole pages of every chunk that starts on a page boundary are written
+    with direct I/O straight from them (storage/chunkio.py), without a copy.
+    """
     S, M, n = plan.state_shape, plan.M, plan.tuples_per_block
     sdt = ENCODINGS[state_encoding(plan.periodic)]
     return {
-        "x_prev": np.empty((n, *S), sdt),
-        "x_t": np.empty((n, M, *S), sdt),
-        "score": np.empty((n, M, *S), np.float16),
-        "t": np.empty(n, np.int32),
-        "src": np.empty(n, np.int32),
+        "x_prev": page_aligned((n, *S), sdt),
+        "x_t": page_aligned((n, M, *S), sdt),
+        "score": page_aligned((n, M, *S), np.float16),
+        "t": page_aligned((n,), np.int32),
+        "src": page_aligned((n,), np.int32),
     }
 
 

@@ -63,6 +63,22 @@ def test_direct_writes_equal_zarr_writes_byte_for_byte(
     np.testing.assert_array_equal(np.asarray(b[first * c0 : (first + n_chunks) * c0]), data)
 
 
+@pytest.mark.parametrize(
+    "row_bytes", [4096, 4096 + 100, 100, 3 * 4096 - 2], ids=["page", "page+100", "100", "3pages-2"]
+)
+def test_page_aligned_buffers_write_the_same_bytes(tmp_path, row_bytes):
+    """Chunks of a page-aligned buffer: whole pages straight from it, the rest staged; one chunk
+    of 2 rows per file, so later chunks start off a page boundary unless a row is whole pages."""
+    data = chunkio.page_aligned((6, row_bytes // 2), "uint16")
+    data[...] = np.random.default_rng(row_bytes).integers(0, 2**16, data.shape, dtype=np.uint16)
+    assert data.ctypes.data % 4096 == 0
+    a = _array(tmp_path / "a.zarr", (8, row_bytes // 2), (2, row_bytes // 2), "uint16")
+    b = _array(tmp_path / "b.zarr", (8, row_bytes // 2), (2, row_bytes // 2), "uint16")
+    a[2:8] = data
+    write_rows(b, 2, data)
+    assert _files(tmp_path / "a.zarr") == _files(tmp_path / "b.zarr")
+
+
 def test_buffered_path_when_direct_io_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(chunkio, "_O_DIRECT", 0)
     data = np.arange(4 * 3 * 5, dtype=np.uint16).reshape(4, 3, 5)
