@@ -33,7 +33,7 @@ from .codecs import ENCODINGS, decode
 from .store import TRAINING_ARRAYS, Layout, StoreError, TupleStore
 
 WINDOW_BYTES = 64 * 2**20
-READ_THREADS = 4  # chunk reads in flight (file reads release the GIL)
+READ_THREADS = 4  # chunk reads in flight (file reads and CRC32C checks release the GIL)
 PREFETCH_WINDOWS = 3
 
 

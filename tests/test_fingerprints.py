@@ -197,7 +197,9 @@ def test_coherence_is_high_and_beats_band_limited_noise(size):
 @settings(max_examples=5, deadline=None)
 @given(size=st.integers(32, 96), seed=st.integers(0, 2**32))
 def test_dominant_frequency_matches_ridge_period(size, seed):
-    batch = generate_fingerprints_with_labels(16, size=size, seed=seed)
+    # 64 images per draw: with 16, the mean's error scattered with sd 0.04 around +0.045 over
+    # seeds (one seed drawn in CI reached 0.153); with 64, sd 0.017, worst of 41 seeds 0.084
+    batch = generate_fingerprints_with_labels(64, size=size, seed=seed)
     spectra = [radial_power(im[0]) for im in batch.images]
     mean_period = peak_period(np.mean(spectra, axis=0), size)
     assert abs(mean_period / batch.periods.mean() - 1) < 0.15
