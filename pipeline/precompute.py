@@ -26,6 +26,7 @@ from orient.storage.store import (
     exists,
     is_local,
     local_path,
+    shared_between_processes,
     tmp_epoch_name,
 )
 
@@ -314,6 +315,11 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
+    if not shared_between_processes(cfg.out):  # also: an unknown or uninstalled URL protocol
+        raise StoreError(
+            f"--out {cfg.out}: an in-memory file system lives inside one process and the "
+            "precompute workers are separate processes; give a path or a shared URL (e.g. s3://)"
+        )
     ds, train, test, process = prepare(cfg)
     for note in ds.notes:
         log(f"note: {note}")

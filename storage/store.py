@@ -299,9 +299,7 @@ class TupleStore:
             base = local_path(self.url)
             os.replace(os.path.join(base, src), os.path.join(base, dst))
         else:  # object stores have no atomic rename; readers also require every done marker
-            import fsspec
-
-            fs, path = fsspec.core.url_to_fs(self.url)
+            fs, path = filesystem(self.url)
             fs.mv(f"{path}/{src}", f"{path}/{dst}", recursive=True)
         self.root = zarr.open_group(self.url, mode="r+")
 
@@ -309,9 +307,7 @@ class TupleStore:
         if is_local(self.url):
             shutil.rmtree(os.path.join(local_path(self.url), name), ignore_errors=True)
         else:
-            import fsspec
-
-            fs, path = fsspec.core.url_to_fs(self.url)
+            fs, path = filesystem(self.url)
             fs.rm(f"{path}/{name}", recursive=True)
         self.root = zarr.open_group(self.url, mode="r+")
 
@@ -321,9 +317,7 @@ class TupleStore:
             for dirpath, _, files in os.walk(local_path(self.url)):
                 total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
             return total
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(self.url)
+        fs, path = filesystem(self.url)
         return int(fs.du(path))
 
 
@@ -363,12 +357,33 @@ def _write_whole(g: zarr.Group, name: str, a: np.ndarray) -> None:
     arr[...] = a
 
 
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec file system and path of a URL; a protocol that fsspec does not know, or whose
+    package is not installed (s3fs for ``s3://``, ...), is a one-line StoreError."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as exc:  # fsspec's message names the package, e.g. "Install s3fs to ..."
+        raise StoreError(f"cannot open {url}: {exc}") from None
+    except ValueError as exc:  # "Protocol not known: ..."
+        raise StoreError(f"cannot open {url}: {exc}") from None
+
+
+def shared_between_processes(url: str) -> bool:
+    """Can separate worker processes open this store? Not an in-memory file system (memory://),
+    which lives inside one Python process."""
+    if is_local(url):
+        return True
+    fs, _ = filesystem(url)
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "memory" not in protocols
+
+
 def exists(url: str) -> bool:
     if is_local(url):
         return os.path.exists(local_path(url))
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = filesystem(url)
     return bool(fs.exists(path))
 
 
@@ -377,9 +392,7 @@ def remove(url: str) -> None:
         p = local_path(url)
         shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
     else:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = filesystem(url)
         fs.rm(path, recursive=True)
 
 

@@ -179,6 +179,28 @@ def test_scheduler_that_does_not_answer(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("nosuchfs://bucket/s.zarr", "Protocol not known: nosuchfs"),
+        ("memory://s.zarr", "in-memory file system lives inside one process"),
+    ],
+)
+def test_output_url_that_cannot_be_shared_or_opened(url, fragment, capsys):
+    code, _, err = run_cli(["precompute", *SMALL, "--out", url], capsys)
+    one_line_error(code, err, fragment)
+
+
+def test_output_url_whose_filesystem_package_is_missing(capsys):
+    """s3:// without s3fs installed: fsspec's ImportError becomes one line naming the package."""
+    import importlib.util
+
+    if importlib.util.find_spec("s3fs") is not None:
+        pytest.skip("s3fs is installed here")
+    code, _, err = run_cli(["precompute", *SMALL, "--out", "s3://bucket/s.zarr"], capsys)
+    one_line_error(code, err, "s3fs")
+
+
 def test_socofing_folder_names_parsed_and_selected(tmp_path, capsys):
     root = tmp_path / "downloads" / "SOCOFing"
     for subj in (1, 2):
