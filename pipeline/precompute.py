@@ -315,11 +315,9 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if not shared_between_processes(cfg.out):  # also: an unknown or uninstalled URL protocol
-        raise StoreError(
-            f"--out {cfg.out}: an in-memory file system lives inside one process and the "
-            "precompute workers are separate processes; give a path or a shared URL (e.g. s3://)"
-        )
+    private = not shared_between_processes(cfg.out)  # also: an unknown or uninstalled protocol
+    if private and not cfg.scheduler:  # our LocalCluster's workers are processes
+        raise _private_store_error(cfg.out)
     ds, train, test, process = prepare(cfg)
     for note in ds.notes:
         log(f"note: {note}")
@@ -352,6 +350,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     tuples = blocks = 0
     # connect before writing anything: a scheduler that does not answer leaves no store behind
     with dask_client(cfg.workers, cfg.scheduler, cfg.device) as client:
+        if private and any(pid != os.getpid() for pid in client.run(os.getpid).values()):
+            raise _private_store_error(cfg.out)
         if cfg.resume:
             store = TupleStore.open(cfg.out, mode="r+")
             log(f"resuming {cfg.out}")
@@ -390,6 +390,13 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         blocks * per_block_steps,
         blocks,
         blocks_seconds,
+    )
+
+
+def _private_store_error(url: str) -> StoreError:
+    return StoreError(
+        f"--out {url}: an in-memory file system lives inside one process and the precompute "
+        "workers are separate processes; give a path or a shared URL (e.g. s3://)"
     )
 
 

@@ -194,6 +194,12 @@ def test_run_on_an_existing_distributed_scheduler(small_store, tmp_path, capsys)
         )
         assert code == 0, err
         assert_same_bytes(small_store, out)
+        # the workers are other processes: an in-memory store would be invisible to them
+        mem = ["--out", "memory://orient-private.zarr"]
+        code, _, err = run_cli(
+            ["precompute", *SMALL, "--scheduler", f"tcp://127.0.0.1:{port}", *mem], capsys
+        )
+        assert code != 0 and "in-memory file system" in err.strip().splitlines()[-1], err
     finally:
         for p in (worker, sched):
             os.killpg(p.pid, signal.SIGKILL)
