@@ -85,7 +85,9 @@ def precompute(
     scheduler: Annotated[
         str | None, typer.Option(help="Address of an existing Dask scheduler (tcp://host:port).")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="auto (cuda when available, else cpu), cpu or cuda.")
+    ] = "auto",
     out: Annotated[str, typer.Option(help="Store path or fsspec URL.")] = "cache.zarr",
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted store, skipping completed blocks.")

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,7 @@ class PrecomputeConfig:
     test_fraction: float = 0.1
     workers: int = 2
     scheduler: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # cuda when available, else cpu
     max_batch: int = 64
     resume: bool = False
     overwrite: bool = False
@@ -91,10 +91,13 @@ class Summary:
 
 
 def check_device(device: str) -> str:
-    if device == "cuda" and not torch.cuda.is_available():
+    """The device a run simulates on; ``auto`` is cuda when one is available, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r} (cpu, cuda)")
+        raise ValueError(f"unknown device {device!r} (auto, cpu, cuda)")
     return device
 
 
@@ -154,6 +157,20 @@ def _meta(
         "options": options,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def resume_device(store: TupleStore, requested: str) -> str:
+    """The device to resume ``store`` on: the one it was written on (the random draws depend on
+    the device, so a store continued on another would not be reproducible)."""
+    recorded = store.meta.get("device", "cpu")
+    if requested not in ("auto", recorded):
+        raise StoreError(
+            f"{store.url} was written on {recorded}, not {requested}; resume it with "
+            f"--device {recorded} (random draws differ between devices)"
+        )
+    if recorded.startswith("cuda") and not torch.cuda.is_available():
+        raise StoreError(f"{store.url} was written on {recorded}; resume it on a machine with CUDA")
+    return recorded
 
 
 def check_resumable(store: TupleStore, process: Process, ds: DataSet, plan: Plan) -> None:
@@ -310,7 +327,8 @@ def write_epoch(
 def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     """Create or resume the store described by ``cfg`` and fill it; returns a summary."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    check_device(cfg.device)
+    requested = cfg.device
+    cfg = replace(cfg, device=check_device(requested))  # the store records the resolved device
     if cfg.steps is not None and (cfg.steps < 1 or isinstance(cfg.steps, bool)):
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.epochs is not None and cfg.epochs < 1:
@@ -343,7 +361,9 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     if cfg.resume:
         if not exists(cfg.out):
             raise StoreError(f"--resume: there is no store at {cfg.out}")
-        check_resumable(TupleStore.open(cfg.out), process, ds, plan)
+        old = TupleStore.open(cfg.out)
+        check_resumable(old, process, ds, plan)
+        cfg = replace(cfg, device=resume_device(old, requested))
     elif exists(cfg.out):
         refuse_to_replace(cfg.out, cfg.overwrite)
     t0 = time.perf_counter()

@@ -170,6 +170,28 @@ def test_resume_with_another_process_is_refused(small_store, tmp_path, capsys):
     one_line_error(code, err, "no store")
 
 
+def test_resume_on_another_device_is_refused(small_store, tmp_path, capsys):
+    """The random draws depend on the device: a store is resumed only on the device it records
+    (``auto`` picks it), and a store written on CUDA is not continued on the CPU."""
+    import torch
+    import zarr
+
+    from orient.storage.store import TupleStore
+
+    assert TupleStore.open(str(small_store)).meta["device"] == "cpu"  # auto, resolved, recorded
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(small_store, copy)
+    root = zarr.open_group(str(copy), mode="r+")
+    meta = root.attrs["orient"]
+    root.attrs["orient"] = {**meta, "device": "cuda"}
+    resume = ["precompute", *SMALL, "--out", str(copy), "--resume"]
+    code, _, err = run_cli([*resume, "--device", "cpu"], capsys)
+    one_line_error(code, err, "was written on cuda, not cpu", "--device cuda")
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(resume, capsys)  # --device auto
+        one_line_error(code, err, "was written on cuda", "machine with CUDA")
+
+
 def test_scheduler_that_does_not_answer(tmp_path, capsys):
     out = tmp_path / "s.zarr"
     code, _, err = run_cli(
