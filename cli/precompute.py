@@ -7,7 +7,6 @@ import re
 import sys
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from .main import UserError, app
@@ -173,11 +172,10 @@ def store_info(url: str) -> dict[str, Any]:
         f"epochs/{k}" for k in store.root["epochs"].group_keys() if k.startswith(".tmp-")
     ]:
         done = store.done_blocks(name)
-        t = np.asarray(store.group(name)["t"][...])
         groups[name] = {
             "blocks": int(done.size),
             "done": int(done.sum()),
-            "tuples": int((t > 0).sum()),
+            "tuples": store.tuple_count(name),
         }
     return {
         "store": url,

@@ -69,6 +69,9 @@ class PrecomputeConfig:
 
 @dataclass
 class Summary:
+    """One run: ``tuples``, ``chain_steps`` and ``blocks_run`` count this run's work (a resumed run
+    skips completed blocks); ``store_tuples`` and ``bytes_on_disk`` describe the whole store."""
+
     url: str
     tuples: int
     bytes_on_disk: int
@@ -76,13 +79,16 @@ class Summary:
     chain_steps: int
     blocks_run: int
     blocks_seconds: float = 0.0  # simulating and writing blocks (no cluster start, no data prep)
+    store_tuples: int = 0
 
     def lines(self) -> list[str]:
-        bpt = self.bytes_on_disk / max(1, self.tuples)
+        total = self.store_tuples or self.tuples
+        bpt = self.bytes_on_disk / max(1, total)
         rate = self.tuples / self.seconds if self.seconds > 0 else float("nan")
         steps = self.chain_steps / self.seconds if self.seconds > 0 else float("nan")
+        written = "" if total == self.tuples else f" (this run: {self.tuples:,})"
         return [
-            f"tuples: {self.tuples:,}  on disk: {self.bytes_on_disk / 2**20:,.1f} MiB "
+            f"tuples: {total:,}{written}  on disk: {self.bytes_on_disk / 2**20:,.1f} MiB "
             f"({bpt:,.0f} bytes/tuple)",
             f"time: {self.seconds:,.1f} s  ({rate:,.0f} tuples/s, {steps:,.0f} chain-steps/s, "
             f"{self.blocks_run} blocks run)",
@@ -375,6 +381,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         if cfg.resume:
             store = TupleStore.open(cfg.out, mode="r+")
             log(f"resuming {cfg.out}")
+            if plan.mode == "epoch" and (cfg.epochs or 1) > store.meta["epochs_planned"]:
+                store.update_meta(epochs_planned=cfg.epochs)  # a resume that adds epochs
         else:
             meta = _meta(cfg, ds, train, test, plan)
             store = TupleStore.create(
@@ -410,6 +418,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         blocks * per_block_steps,
         blocks,
         blocks_seconds,
+        store_tuples=sum(store.tuple_count(g) for g in store.tuple_groups()),
     )
 
 

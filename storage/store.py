@@ -274,6 +274,15 @@ class TupleStore:
     def done_blocks(self, name: str) -> np.ndarray:
         return np.asarray(self.group(name)["done"][...]).astype(bool)
 
+    def tuple_count(self, name: str) -> int:
+        """Tuples in group ``name`` (rows with t > 0; padding rows and unwritten blocks have 0)."""
+        return int((np.asarray(self.group(name)["t"][...]) > 0).sum())
+
+    def update_meta(self, **changes: Any) -> None:
+        """Change recorded metadata fields (e.g. ``epochs_planned`` when a resume adds epochs)."""
+        self.meta = {**self.meta, **changes}
+        self.root.attrs["orient"] = json.loads(json.dumps(self.meta))
+
     def is_complete(self, name: str) -> bool:
         try:
             return bool(self.done_blocks(name).all())

@@ -286,3 +286,23 @@ def test_a_process_warning_reaches_the_user_once_on_one_line(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if "stability limit" in ln]
     assert len(lines) == 1 and lines[0].startswith("orient: warning: SPDE steps beyond"), lines
     assert "RuntimeWarning" not in res.stderr
+
+
+def test_a_resume_that_adds_epochs_reports_the_whole_store(tmp_path):
+    """--resume with more --epochs writes only the new epochs; the summary counts this run's
+    tuples and the store's bytes per tuple over all of its tuples, and the store records the
+    epochs now planned."""
+    from orient.pipeline.precompute import PrecomputeConfig, run_precompute
+    from orient.storage.store import TupleStore
+
+    out = str(tmp_path / "ep.zarr")
+    cfg = dict(out=out, workers=1, tuples_per_chain=2, **SMALL_CONFIG)
+    first = run_precompute(PrecomputeConfig(epochs=1, **cfg), log=lambda _: None)
+    more = run_precompute(PrecomputeConfig(epochs=2, resume=True, **cfg), log=lambda _: None)
+    store = TupleStore.open(out)
+    assert store.epochs() == [0, 1] and store.meta["epochs_planned"] == 2
+    assert more.tuples == first.tuples == store.tuple_count("epochs/00001") > 0
+    assert more.store_tuples == 2 * first.tuples
+    line = more.lines()[0]
+    assert f"(this run: {first.tuples:,})" in line
+    assert f"({store.nbytes_on_disk() / more.store_tuples:,.0f} bytes/tuple)" in line
