@@ -21,6 +21,10 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C, with what the user should know (e.g. that the work so far is kept): exit code 130."""
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     """Warnings for users: one line, no source file and line number."""
     return f"orient: warning: {message}\n"
@@ -47,6 +51,13 @@ def main() -> None:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"orient: error: {exc.strerror or exc}{where}", file=sys.stderr)
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("orient: interrupted", file=sys.stderr)
+    except Interrupted as exc:
+        print(f"\norient: interrupted: {exc}", file=sys.stderr)
         raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        print("\norient: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent exit 130
+            print("\norient: interrupted", file=sys.stderr)
+        raise

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .main import UserError, app
+from .main import Interrupted, UserError, app
 
 SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
@@ -157,7 +157,16 @@ def precompute(
     )
     if tuples_per_chain is not None and disk_budget is not None:
         raise UserError("give --tuples-per-chain or --disk-budget, not both")
-    summary = run_precompute(cfg)
+    try:
+        summary = run_precompute(cfg)
+    except KeyboardInterrupt:
+        from orient.storage.store import exists
+
+        if not resume and not exists(out):
+            raise Interrupted(f"nothing was written to {out}") from None
+        raise Interrupted(
+            f"the completed blocks of {out} are kept; add --resume to continue"
+        ) from None
     for line in summary.lines():
         print(line)
 

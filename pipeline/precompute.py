@@ -230,20 +230,38 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
         workers = min(workers, torch.cuda.device_count())  # one worker per GPU
     settings = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
     settings["distributed.worker.profile.enabled"] = False  # see WORKER_ENV
-    with (
-        dask.config.set(settings),
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # a free port: never collide with another cluster's 8787
-            silence_logs=logging.CRITICAL,  # task errors are reported once, by us
-            worker_class="distributed.Nanny",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        client.run(_warm_up)  # import torch and orient in every worker before the clock of a task
-        yield client
+    with dask.config.set(settings):
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # a free port: never collide with another cluster's 8787
+                silence_logs=logging.CRITICAL,  # task errors are reported once, by us
+                worker_class="distributed.Nanny",
+            )
+        with cluster, Client(cluster) as client:
+            client.run(_warm_up)  # import torch and orient in the workers before a task's clock
+            yield client
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Spawn the workers with SIGINT ignored (a disposition that survives exec; Python and asyncio
+    then install no handler of their own). Ctrl-C reaches the whole process group: this process
+    stops the cluster and exits with one line, instead of every worker printing a traceback.
+    Entered and left around the cluster's start; a Ctrl-C during those ~2 s is ignored."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _warm_up() -> None:
