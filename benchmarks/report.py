@@ -165,18 +165,50 @@ def training_section(r: dict) -> list[str]:
     return rows
 
 
+def write_floor_section(r: dict) -> list[str]:
+    m, c = r["machine"], r["config"]
+    labels = {
+        "none": "simulate and encode only (no writes)",
+        "raw": "+ raw `O_DIRECT` writes of the same bytes (5 per block, one file)",
+        "store": "+ `write_block` (the store: 125 chunk files, CRC32C, renames, digest, marker)",
+    }
+    rows = [
+        "## Cost of the writes beside two simulations (`benchmarks/bench_write_floor.py`)",
+        "",
+        f"Machine: {m['cores']} cores; {m['date']}. {c['processes']} processes, one per core, each "
+        f"simulating {c['blocks_per_process']} full-mode blocks (144 MB of tuples each) of the "
+        f"configuration above; medians of {c['repeats']} alternating repeats.",
+        "",
+        "| mode | wall | vs no writes (per-repeat median) | user CPU | system CPU | iowait |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, label in labels.items():
+        rows.append(
+            f"| {label} | {fmt(r[f'{mode}_median_s'])} s | {r[f'{mode}_vs_none_median'] - 1:+.0%} "
+            f"| {fmt(r[f'{mode}_user_cpu_s_median'])} s | {fmt(r[f'{mode}_system_cpu_s_median'])} s "
+            f"| {fmt(r[f'{mode}_iowait_cpu_s_median'])} s |"
+        )
+    return rows + [""]
+
+
 def main() -> None:
     lines = [
         "# Benchmarks",
         "",
         "Measured on this project's 2-core development machine, as ratios between runs of the same",
         "script (never as timed assertions in tests). Regenerate with",
-        "`python benchmarks/bench_precompute.py && python benchmarks/bench_training.py && python benchmarks/report.py`",
+        "`python benchmarks/bench_precompute.py && python benchmarks/bench_write_floor.py &&",
+        "python benchmarks/bench_training.py && python benchmarks/report.py`",
         "(run from the repository root with the project installed); raw numbers are in",
         "`docs/benchmark-results/*.json`.",
         "",
     ]
-    for name, section in (("precompute", precompute_section), ("training", training_section)):
+    sections = (
+        ("precompute", precompute_section),
+        ("write_floor", write_floor_section),
+        ("training", training_section),
+    )
+    for name, section in sections:
         path = RESULTS / f"{name}.json"
         if path.exists():
             lines += section(json.loads(path.read_text()))

@@ -4,11 +4,13 @@ A chunk of an array whose codecs are ``[bytes(little), crc32c]`` is, on disk, th
 little-endian bytes followed by the CRC32C of those bytes (4 bytes, little-endian). For rows that
 cover whole chunks of such an array in a local store, :func:`write_rows` writes those bytes itself:
 through a temporary file renamed into place (as Zarr's LocalStore does, so no reader ever sees half
-a chunk), and with ``O_DIRECT`` where the file system allows it. On this project's reference machine
-the kernel's page-cache path cost ~3 ns of CPU per byte written (300 MB/s, more than the chain
-simulation itself); direct I/O writes at the device's speed with almost no CPU (docs/benchmarks.md).
-Everything else (remote stores, other codecs, rows that do not cover whole chunks) goes through Zarr.
-A test checks that both paths give byte-identical chunk files.
+a chunk), and with ``O_DIRECT`` where the file system allows it, straight from page-aligned block
+buffers. On this project's reference machine the kernel's page-cache path cost ~3 ns of CPU per byte
+written (more than the chain simulation itself); this path costs ~0.1 s of CPU per 144 MB block
+(125 chunk files): about 12 ms of checksums, the rest per-file system calls and Python. That is
+what the writes cost when every core simulates (docs/benchmarks.md). Everything else (remote stores,
+other codecs, rows that do not cover whole chunks) goes through Zarr. A test checks that both paths
+give byte-identical chunk files.
 """
 
 from __future__ import annotations
