@@ -51,7 +51,7 @@ def reference_batch(
 
 
 def raw_read_bytes(group_dir: Path, keys=("x_t", "score", "t")) -> tuple[int, float]:
-    """Read every chunk file of ``keys`` as plain bytes (no decoding): (bytes, seconds)."""
+    """Read every shard file of ``keys`` whole, as plain bytes (no decoding): (bytes, seconds)."""
     files = [p for k in keys for p in sorted((group_dir / k / "c").rglob("*")) if p.is_file()]
     t0 = time.perf_counter()
     n = 0

@@ -8,8 +8,10 @@ configuration (Kuramoto local, 32 x 32, T = 100, M = 5; 144 MB of encoded tuples
 * ``raw``: the block's five arrays written with five ``O_DIRECT`` writes into one preallocated file
   per process, straight from the page-aligned block buffers: no checksums, no chunk files, no
   renames. No store format can write less;
-* ``store``: `write_block`, the store's own write (125 chunk files with CRC32C via temporary files
-  and renames, the block digest, the done marker).
+* ``store``: `write_block`, the store's own write (format 3: one shard file per array, with a
+  CRC32C per chunk and the shard index, through a temporary file and a rename; then the block
+  digest and the done marker). Format 2 wrote one file per chunk (125 per block): +24 % and
+  +28 % in two runs of this benchmark, against +6 % and +3 % for ``raw`` (docs/benchmarks.md).
 
 Modes alternate within each repeat; the report gives the median over repeats of each mode's wall
 time and of its ratio to ``none`` in the same repeat, and the guest's CPU accounting from

@@ -1,16 +1,17 @@
-"""Whole-chunk writes to local stores: exactly the bytes Zarr writes, at a fraction of the cost.
+"""Whole-shard writes and chunk reads for local stores: files Zarr reads as its own.
 
-A chunk of an array whose codecs are ``[bytes(little), crc32c]`` is, on disk, the chunk's C-order
-little-endian bytes followed by the CRC32C of those bytes (4 bytes, little-endian). For rows that
-cover whole chunks of such an array in a local store, :func:`write_rows` writes those bytes itself:
-through a temporary file renamed into place (as Zarr's LocalStore does, so no reader ever sees half
-a chunk), and with ``O_DIRECT`` where the file system allows it, straight from page-aligned block
-buffers. On this project's reference machine the kernel's page-cache path cost ~3 ns of CPU per byte
-written (more than the chain simulation itself); this path costs ~0.1 s of CPU per 144 MB block
-(125 chunk files): about 12 ms of checksums, the rest per-file system calls and Python. That is
-what the writes cost when every core simulates (docs/benchmarks.md). Everything else (remote stores,
-other codecs, rows that do not cover whole chunks) goes through Zarr. A test checks that both paths
-give byte-identical chunk files.
+Tuple arrays hold one Zarr shard per block (codec ``sharding_indexed``: inner chunks of
+``chunk_tuples`` rows encoded ``[bytes(little), crc32c]``, the shard index ``[bytes, crc32c]`` at the
+end of the file). For rows that cover whole shards of such an array in a local store,
+:func:`write_rows` writes each shard file itself, through a temporary file renamed into place (so no
+reader ever sees half a shard): every inner chunk starts on a page boundary (the index gives each
+chunk's offset and size, so gaps are allowed), its bytes go to disk with ``O_DIRECT`` straight from
+the page-aligned block buffer, followed by a page that starts with its CRC32C; the index comes last.
+One ``pwritev``, one file and one rename per array and block. The page-cache path cost ~3 ns of CPU
+per byte written on this project's machine; one file per chunk cost 4x the raw write of the bytes
+beside two simulations, one file per shard 1.1x (docs/benchmarks.md). Chunks that are not whole
+pages of an aligned buffer are staged. Everything else (remote stores, other codecs, rows that do
+not cover whole shards) goes through Zarr. Tests check that Zarr reads these shards.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import math
 import mmap
 import os
 import sys
-import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import crc32c
@@ -32,8 +33,8 @@ from zarr.storage import LocalStore
 
 _ALIGN = 4096  # O_DIRECT needs block-aligned buffers, offsets and lengths; a page is always enough
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+_IOV_MAX = 512  # buffers per pwritev call (Linux allows 1024)
 _direct: dict[Path, bool] = {}  # array folder -> does its file system accept O_DIRECT?
-_staging = threading.local()
 
 
 def checksum(data: np.ndarray | memoryview | bytes, crc: int = 0) -> int:
@@ -42,17 +43,46 @@ def checksum(data: np.ndarray | memoryview | bytes, crc: int = 0) -> int:
     return crc32c.crc32c(data, crc)
 
 
-def _local_folder(arr: zarr.Array) -> Path | None:
-    """The array's folder if its chunks are plain little-endian bytes + CRC32C in a local store."""
+@dataclass(frozen=True)
+class _Shards:
+    """A local array of shards along axis 0 whose inner chunks are little-endian bytes + CRC32C."""
+
+    folder: Path
+    shard_rows: int
+    chunk_rows: int
+
+    @property
+    def per_shard(self) -> int:
+        return self.shard_rows // self.chunk_rows
+
+
+def _bytes_and_crc(codecs: tuple) -> bool:
+    """Codecs ``[bytes(little), crc32c]``: the encoded chunk is its bytes, then their CRC32C."""
+    c = tuple(codecs)
+    return (
+        len(c) == 2
+        and isinstance(c[0], zc.BytesCodec)
+        and c[0].endian in (None, zc.Endian.little)
+        and isinstance(c[1], zc.Crc32cCodec)
+    )
+
+
+def _shards(arr: zarr.Array) -> _Shards | None:
+    """The array's shard layout, if :func:`write_rows` and :func:`read_chunk` handle its files."""
     store = arr.store_path.store
     if not isinstance(store, LocalStore) or sys.byteorder != "little":
         return None
-    codecs = tuple(arr.metadata.codecs) if hasattr(arr.metadata, "codecs") else ()
-    if len(codecs) != 2 or not isinstance(codecs[1], zc.Crc32cCodec):
+    codecs = tuple(getattr(arr.metadata, "codecs", ()))
+    if len(codecs) != 1 or not isinstance(codecs[0], zc.ShardingCodec):
         return None
-    if not isinstance(codecs[0], zc.BytesCodec) or codecs[0].endian not in (None, zc.Endian.little):
+    sc = codecs[0]
+    shard, chunk = tuple(arr.shards), tuple(arr.chunks)
+    at_end = getattr(sc.index_location, "value", sc.index_location) == "end"
+    if not (_bytes_and_crc(sc.codecs) and _bytes_and_crc(sc.index_codecs) and at_end):
         return None
-    return Path(store.root) / arr.path
+    if shard[1:] != tuple(arr.shape[1:]) or chunk[1:] != shard[1:]:
+        return None  # shards and chunks must split axis 0 only
+    return _Shards(Path(store.root) / arr.path, shard[0], chunk[0])
 
 
 def page_aligned(shape: tuple[int, ...], dtype: str | type) -> np.ndarray:
@@ -62,58 +92,76 @@ def page_aligned(shape: tuple[int, ...], dtype: str | type) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(1, count * dt.itemsize)), dt, count).reshape(shape)
 
 
-def _aligned_buffer(nbytes: int) -> memoryview:
-    """A page-aligned scratch buffer of at least ``nbytes`` (one per thread, grown on demand)."""
-    buf = getattr(_staging, "buf", None)
-    if buf is None or len(buf) < nbytes:
-        buf = mmap.mmap(-1, -(-nbytes // _ALIGN) * _ALIGN)
-        _staging.buf = buf
-    return memoryview(buf)
+def _pages(nbytes: int) -> int:
+    return -(-nbytes // _ALIGN) * _ALIGN
 
 
-def _write_all(fd: int, view: memoryview, name: Path) -> None:
-    """os.write until done; a short write (a nearly full disk) continues where it stopped."""
-    while len(view):
-        k = os.write(fd, view)
+def _shard_buffers(raw: np.ndarray, n: int) -> tuple[list[np.ndarray], int]:
+    """The buffers of one shard file, in file order, and the index's offset.
+
+    Chunk i occupies ``[offset_i, offset_i + len_i + 4)``: its bytes, then its CRC32C. A chunk of
+    whole pages in an aligned buffer is written straight from it, followed by a page that starts
+    with its CRC; any other chunk is copied into a page-padded slot together with its CRC. Every
+    buffer is page-aligned and whole pages long; the last one is the index page(s).
+    """
+    step = raw.nbytes // n
+    direct = step % _ALIGN == 0 and raw.ctypes.data % _ALIGN == 0
+    slot = step + _ALIGN if direct else _pages(step + 4)
+    index = np.zeros((n, 2), "<u8")
+    index[:, 0] = np.arange(n, dtype=np.uint64) * slot
+    index[:, 1] = step + 4
+    ib = index.tobytes()
+    ib += checksum(ib).to_bytes(4, "little")
+    staged = page_aligned(((n if direct else n * slot // _ALIGN) * _ALIGN + _pages(len(ib)),), "u1")
+    out = []
+    for i in range(n):
+        data = raw[i * step : (i + 1) * step]
+        crc = np.frombuffer(checksum(data).to_bytes(4, "little"), np.uint8)
+        if direct:
+            page = staged[i * _ALIGN : (i + 1) * _ALIGN]
+            page[:4] = crc
+            out += [data, page]
+        else:
+            staged[i * slot : i * slot + step] = data
+            staged[i * slot + step : i * slot + step + 4] = crc
+    tail = n * _ALIGN if direct else n * slot
+    staged[tail : tail + len(ib)] = np.frombuffer(ib, np.uint8)
+    out += [staged[tail:]] if direct else [staged]
+    return out, n * slot
+
+
+def _pwritev_all(fd: int, buffers: list[np.ndarray], name: Path) -> None:
+    """Write ``buffers`` back to back from offset 0; a short write (a nearly full disk) continues
+    where it stopped, and a write that makes no progress is ENOSPC."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    offset = 0
+    while views:
+        k = os.pwritev(fd, views[:_IOV_MAX], offset)
         if k <= 0:
             raise OSError(errno.ENOSPC, f"no space left on device writing {name}")
-        view = view[k:]
+        offset += k
+        while views and k >= len(views[0]):
+            k -= len(views[0])
+            views.pop(0)
+        if k:
+            views[0] = views[0][k:]
 
 
-def _write_file(path: Path, payload: np.ndarray, crc: bytes, direct: bool) -> None:
-    """Write ``payload + crc`` to ``path`` via a temporary file in the same folder.
-
-    Direct I/O: the whole pages of a page-aligned payload go to disk straight from it; the rest
-    (the last partial page and the CRC, or everything when the payload is not aligned) goes through
-    an aligned staging buffer, padded to a page, and the file is truncated to its true size.
-    """
+def _write_shard(path: Path, shard: np.ndarray, n_chunks: int, direct: bool) -> None:
+    """Write one shard file (``n_chunks`` inner chunks of ``shard``) via a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    raw = payload.reshape(-1).view(np.uint8)
-    n = raw.nbytes + len(crc)
+    buffers, index_at = _shard_buffers(shard.reshape(-1).view(np.uint8), n_chunks)
+    size = index_at + n_chunks * 16 + 4
     try:
-        if direct:
-            body = raw.nbytes // _ALIGN * _ALIGN if raw.ctypes.data % _ALIGN == 0 else 0
-            rest = raw[body:]
-            padded = -(-(rest.nbytes + len(crc)) // _ALIGN) * _ALIGN
-            stage = _aligned_buffer(padded)
-            np.copyto(np.frombuffer(stage, np.uint8, rest.nbytes), rest)
-            stage[rest.nbytes : rest.nbytes + len(crc)] = crc
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_DIRECT, 0o644)
-            try:
-                if body:
-                    _write_all(fd, memoryview(raw[:body]), tmp)
-                _write_all(fd, stage[:padded], tmp)
-                os.ftruncate(fd, n)
-            finally:
-                os.close(fd)
-        else:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                _write_all(fd, memoryview(raw), tmp)
-                _write_all(fd, memoryview(crc), tmp)
-            finally:
-                os.close(fd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | (_O_DIRECT if direct else 0), 0o644
+        )
+        try:
+            _pwritev_all(fd, buffers, tmp)
+            os.ftruncate(fd, size)  # the index page's padding
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -137,58 +185,70 @@ def _direct_ok(folder: Path) -> bool:
 
 
 def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> None:
-    """``arr[start:start + len(data)] = data``, as whole chunk files where possible."""
-    folder = _local_folder(arr)
-    c0 = arr.chunks[0]
+    """``arr[start:start + len(data)] = data``, as whole shard files where possible."""
+    spec = _shards(arr)
+    rows = spec.shard_rows if spec else 0
     whole = (
-        folder is not None
-        and start % c0 == 0
-        and len(data) % c0 == 0
+        spec is not None
+        and start % rows == 0
+        and len(data) % rows == 0
         and start + len(data) <= arr.shape[0]
-        and tuple(data.shape[1:]) == tuple(arr.shape[1:]) == tuple(arr.chunks[1:])
+        and tuple(data.shape[1:]) == tuple(arr.shape[1:])
         and np.dtype(data.dtype) == arr.dtype
     )
     if not whole:
         arr[start : start + len(data)] = data
         return
-    data = np.ascontiguousarray(data)
-    direct = _direct_ok(folder)
-    for k in range(len(data) // c0):
-        chunk = data[k * c0 : (k + 1) * c0]
-        key = arr.metadata.encode_chunk_key((start // c0 + k,) + (0,) * (data.ndim - 1))
-        crc = checksum(chunk.reshape(-1).view(np.uint8)).to_bytes(4, "little")
+    if not data.flags.c_contiguous:
+        data = np.ascontiguousarray(data)
+    direct = _direct_ok(spec.folder)
+    for k in range(len(data) // rows):
+        shard = data[k * rows : (k + 1) * rows]
+        key = arr.metadata.encode_chunk_key((start // rows + k,) + (0,) * (data.ndim - 1))
         try:
-            _write_file(folder / key, chunk, crc, direct)
+            _write_shard(spec.folder / key, shard, spec.per_shard, direct)
         except OSError as exc:
             if not direct or exc.errno != errno.EINVAL:
                 raise
-            _direct[folder] = direct = False  # opened with O_DIRECT but refused its writes
-            _write_file(folder / key, chunk, crc, direct)
+            _direct[spec.folder] = direct = False  # opened with O_DIRECT but refused its writes
+            _write_shard(spec.folder / key, shard, spec.per_shard, direct)
 
 
 def read_chunk(arr: zarr.Array, index: int) -> np.ndarray:
-    """Rows of chunk ``index`` (along axis 0) of ``arr``, checksum verified.
+    """Rows of inner chunk ``index`` (along axis 0) of ``arr``, checksum verified.
 
-    Local ``[bytes, crc32c]`` arrays are read straight from the chunk file into one buffer and
-    viewed in place (one copy, one CRC pass); anything else is read through Zarr. A missing chunk
-    file is an error here, not the fill value: every chunk of a tuple array is written.
+    In a local store the chunk is read straight from its shard file (the shard's index, checked
+    against its CRC32C, gives the chunk's place) into one buffer and viewed in place: one copy,
+    one CRC pass. Anything else is read through Zarr. A missing shard or chunk is an error here,
+    not the fill value: every chunk of a tuple array is written.
     """
-    folder = _local_folder(arr)
+    spec = _shards(arr)
     c0 = arr.chunks[0]
-    if folder is None or (index + 1) * c0 > arr.shape[0] or arr.shape[1:] != arr.chunks[1:]:
+    if spec is None or (index + 1) * c0 > arr.shape[0]:
         return np.asarray(arr[index * c0 : (index + 1) * c0])
-    path = folder / arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))
-    n = c0 * int(np.prod(arr.chunks[1:], dtype=np.int64)) * arr.dtype.itemsize
-    buf = np.empty(n + 4, np.uint8)
+    shard, inner = divmod(index, spec.per_shard)
+    path = spec.folder / arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+    n = c0 * math.prod(arr.chunks[1:]) * arr.dtype.itemsize
+    repair = "(run `orient verify --repair`)"
     try:
-        with open(path, "rb", buffering=0) as f:
-            got = f.readinto(memoryview(buf))
-            extra = f.read(1)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        raise ValueError(f"chunk file {path} is missing (run `orient verify --repair`)") from None
-    if got != n + 4 or extra:
-        raise ValueError(f"chunk file {path} has the wrong size (run `orient verify --repair`)")
-    crc = checksum(buf[:n]).to_bytes(4, "little")
-    if crc != buf[n:].tobytes():
-        raise ValueError(f"checksum mismatch in chunk file {path} (run `orient verify --repair`)")
+        raise ValueError(f"shard file {path} is missing {repair}") from None
+    try:
+        index_bytes = spec.per_shard * 16 + 4
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, index_bytes, size - index_bytes) if size >= index_bytes else b""
+        if len(tail) != index_bytes or checksum(tail[:-4]).to_bytes(4, "little") != tail[-4:]:
+            raise ValueError(f"the index of shard file {path} is damaged {repair}")
+        offset, nbytes = np.frombuffer(tail, "<u8", 2, inner * 16)
+        if nbytes != n + 4 or offset + nbytes > size - index_bytes:
+            raise ValueError(f"chunk {inner} of shard file {path} is missing {repair}")
+        buf = np.empty(n + 4, np.uint8)
+        got = os.preadv(fd, [memoryview(buf)], int(offset))
+    finally:
+        os.close(fd)
+    if got != n + 4:
+        raise ValueError(f"shard file {path} is truncated {repair}")
+    if checksum(buf[:n]).to_bytes(4, "little") != buf[n:].tobytes():
+        raise ValueError(f"checksum mismatch in chunk {inner} of shard file {path} {repair}")
     return buf[:n].view(arr.dtype).reshape(arr.chunks)

@@ -34,7 +34,7 @@ from orient.dynamics import Process, process_from_config
 from .chunkio import checksum, write_rows
 from .codecs import ENCODINGS
 
-FORMAT_VERSION = 2  # 2: block digests are CRC32C (were CRC-32)
+FORMAT_VERSION = 3  # 2: block digests are CRC32C (were CRC-32); 3: one shard per block and array
 TUPLE_ARRAYS = ("x_prev", "x_t", "score", "t", "src")
 TRAINING_ARRAYS = ("x_t", "score", "t")
 
@@ -223,21 +223,18 @@ class TupleStore:
         """Create the arrays of a tuple group (no data; chunks aligned to blocks)."""
         g = self.root.create_group(name, overwrite=True)
         n, ct, S, M = layout.n_tuples, layout.chunk_tuples, layout.state_shape, layout.M
-        sdt = ENCODINGS[layout.state_encoding]
-        specs = {
-            "x_prev": ((n, *S), (ct, *S), sdt),
-            "x_t": ((n, M, *S), (ct, M, *S), sdt),
-            "score": ((n, M, *S), (ct, M, *S), "float16"),
-            "t": ((n,), (ct,), "int32"),
-            "src": ((n,), (ct,), "int32"),
-        }
-        # write_empty_chunks: every chunk is written (a missing file is damage, not "all zero"), and
-        # zarr skips its per-chunk fill-value scan, which cost more than the write itself
-        for key, (shape, chunks, dtype) in specs.items():
+        tpb, sdt = layout.tuples_per_block, ENCODINGS[layout.state_encoding]
+        specs = {"x_prev": ((*S,), sdt), "x_t": ((M, *S), sdt), "score": ((M, *S), "float16")}
+        specs |= {"t": ((), "int32"), "src": ((), "int32")}
+        # one shard (file) per block; inner chunks of ct rows are what readers read, each with its
+        # CRC32C. write_empty_chunks: every chunk is written (a missing one is damage, not "all
+        # zero"), and zarr skips its per-chunk fill-value scan, which cost more than the write
+        for key, (row, dtype) in specs.items():
             g.create_array(
                 key,
-                shape=shape,
-                chunks=chunks,
+                shape=(n, *row),
+                chunks=(ct, *row),
+                shards=(tpb, *row),
                 dtype=dtype,
                 compressors=_checked(),
                 fill_value=0,

@@ -1,4 +1,4 @@
-"""The direct chunk writer writes exactly the files Zarr writes, and reads back through Zarr."""
+"""The shard writer writes files that Zarr reads as its own shards; read_chunk reads any shard."""
 
 from __future__ import annotations
 
@@ -15,14 +15,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orient.storage import chunkio
-from orient.storage.chunkio import write_rows
+from orient.storage.chunkio import read_chunk, write_rows
 
 
-def _array(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str) -> zarr.Array:
+def _array(
+    path: Path, shape: tuple[int, ...], chunk_rows: int, shard_rows: int | None, dtype: str
+) -> zarr.Array:
+    """An array chunked (and sharded) along axis 0 only, as the store's tuple arrays are."""
+    rest = tuple(shape[1:])
     return zarr.create_array(
         str(path),
         shape=shape,
-        chunks=chunks,
+        chunks=(chunk_rows, *rest),
+        shards=(shard_rows, *rest) if shard_rows else None,
         dtype=dtype,
         compressors=[zc.Crc32cCodec()],
         fill_value=0,
@@ -31,10 +36,19 @@ def _array(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: s
     )
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _check_round_trip(arr: zarr.Array, start: int, data: np.ndarray) -> None:
+    """Zarr decodes the rows (checking every inner chunk's CRC32C and each index's), and
+    read_chunk returns every chunk of them."""
+    np.testing.assert_array_equal(np.asarray(arr[start : start + len(data)]), data)
+    c0 = arr.chunks[0]
+    for i in range(start // c0, (start + len(data)) // c0):
+        np.testing.assert_array_equal(
+            read_chunk(arr, i), data[i * c0 - start : (i + 1) * c0 - start]
+        )
 
 
 @settings(
@@ -43,81 +57,94 @@ def _files(root: Path) -> dict[str, bytes]:
 @given(
     dtype=st.sampled_from(["uint16", "float16", "float32", "int32", "uint8"]),
     c0=st.integers(1, 9),
-    n_chunks=st.integers(1, 4),
+    per_shard=st.integers(1, 4),
+    n_shards=st.integers(1, 3),
     first=st.integers(0, 2),
     tail=st.lists(st.integers(1, 7), min_size=0, max_size=3),
+    aligned=st.booleans(),
     seed=st.integers(0, 2**31),
 )
-def test_direct_writes_equal_zarr_writes_byte_for_byte(
-    tmp_path, dtype, c0, n_chunks, first, tail, seed
+def test_written_shards_read_back_through_zarr(
+    tmp_path, dtype, c0, per_shard, n_shards, first, tail, aligned, seed
 ):
-    shape = ((first + n_chunks + 1) * c0, *tail)
-    rng = np.random.default_rng(seed)
-    data = (rng.random((n_chunks * c0, *tail)) * 200).astype(dtype)
-    a = _array(tmp_path / f"a{seed}.zarr", shape, (c0, *tail), dtype)
-    b = _array(tmp_path / f"b{seed}.zarr", shape, (c0, *tail), dtype)
-    a[first * c0 : (first + n_chunks) * c0] = data
-    write_rows(b, first * c0, data)
-    fa, fb = _files(tmp_path / f"a{seed}.zarr"), _files(tmp_path / f"b{seed}.zarr")
-    assert fa == fb  # same keys, same bytes: payload + CRC32C, no temporary files left
-    np.testing.assert_array_equal(np.asarray(b[first * c0 : (first + n_chunks) * c0]), data)
+    rows = c0 * per_shard
+    shape = ((first + n_shards + 1) * rows, *tail)
+    values = (np.random.default_rng(seed).random((n_shards * rows, *tail)) * 200).astype(dtype)
+    data = chunkio.page_aligned(values.shape, dtype) if aligned else np.empty_like(values)
+    data[...] = values
+    path = tmp_path / f"a{seed}.zarr"
+    arr = _array(path, shape, c0, rows, dtype)
+    write_rows(arr, first * rows, data)
+    _check_round_trip(arr, first * rows, values)
+    key = "/".join(["0"] * len(tail))
+    written = [f"c/{first + k}/{key}".rstrip("/") for k in range(n_shards)]
+    assert _files(path) == sorted(["zarr.json", *written])  # one file per shard, no leftovers
 
 
 @pytest.mark.parametrize(
     "row_bytes", [4096, 4096 + 100, 100, 3 * 4096 - 2], ids=["page", "page+100", "100", "3pages-2"]
 )
-def test_page_aligned_buffers_write_the_same_bytes(tmp_path, row_bytes):
-    """Chunks of a page-aligned buffer: whole pages straight from it, the rest staged; one chunk
-    of 2 rows per file, so later chunks start off a page boundary unless a row is whole pages."""
+def test_page_aligned_buffers(tmp_path, row_bytes):
+    """Chunks of whole pages in an aligned buffer go to disk straight from it, any other chunk is
+    staged: both give shards that Zarr reads."""
     data = chunkio.page_aligned((6, row_bytes // 2), "uint16")
     data[...] = np.random.default_rng(row_bytes).integers(0, 2**16, data.shape, dtype=np.uint16)
-    assert data.ctypes.data % 4096 == 0
-    a = _array(tmp_path / "a.zarr", (8, row_bytes // 2), (2, row_bytes // 2), "uint16")
-    b = _array(tmp_path / "b.zarr", (8, row_bytes // 2), (2, row_bytes // 2), "uint16")
-    a[2:8] = data
-    write_rows(b, 2, data)
-    assert _files(tmp_path / "a.zarr") == _files(tmp_path / "b.zarr")
+    arr = _array(tmp_path / "a.zarr", (12, row_bytes // 2), 2, 6, "uint16")
+    write_rows(arr, 6, data)
+    _check_round_trip(arr, 6, data)
 
 
-def test_buffered_path_when_direct_io_is_refused(tmp_path, monkeypatch):
+def test_buffered_path_when_direct_io_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setattr(chunkio, "_O_DIRECT", 0)
     data = np.arange(4 * 3 * 5, dtype=np.uint16).reshape(4, 3, 5)
-    a = _array(tmp_path / "a.zarr", (8, 3, 5), (2, 3, 5), "uint16")
-    b = _array(tmp_path / "b.zarr", (8, 3, 5), (2, 3, 5), "uint16")
-    a[2:6] = data
-    write_rows(b, 2, data)
-    assert _files(tmp_path / "a.zarr") == _files(tmp_path / "b.zarr")
+    arr = _array(tmp_path / "a.zarr", (8, 3, 5), 2, 4, "uint16")
+    write_rows(arr, 4, data)
+    _check_round_trip(arr, 4, data)
+
+
+def test_read_chunk_reads_shards_that_zarr_wrote(tmp_path):
+    """Zarr packs a shard's chunks without gaps; the index says where each is."""
+    data = np.random.default_rng(1).random((12, 3, 5)).astype(np.float32)
+    arr = _array(tmp_path / "z.zarr", (12, 3, 5), 2, 6, "float32")
+    arr[...] = data
+    for i in range(6):
+        np.testing.assert_array_equal(read_chunk(arr, i), data[2 * i : 2 * i + 2])
 
 
 @pytest.mark.parametrize(
-    "start, rows, shape_tail",
-    [(1, 4, (3,)), (0, 3, (3,)), (0, 4, (2,))],
-    ids=["unaligned start", "partial chunk", "chunk narrower than the array"],
+    "start, rows, shard_rows",
+    [(2, 4, 4), (0, 2, 4), (0, 4, None)],
+    ids=["unaligned start", "partial shard", "not sharded"],
 )
-def test_anything_but_whole_chunks_goes_through_zarr(tmp_path, start, rows, shape_tail):
-    arr = zarr.create_array(
-        str(tmp_path / "c.zarr"),
-        shape=(8, 3),
-        chunks=(2, shape_tail[0]),
-        dtype="int32",
-        compressors=[zc.Crc32cCodec()],
-        fill_value=0,
-    )
+def test_anything_but_whole_shards_goes_through_zarr(tmp_path, start, rows, shard_rows):
+    arr = _array(tmp_path / "c.zarr", (8, 3), 2, shard_rows, "int32")
     data = np.arange(rows * 3, dtype=np.int32).reshape(rows, 3)
     write_rows(arr, start, data)
-    np.testing.assert_array_equal(np.asarray(arr[start : start + rows]), data)
+    _check_round_trip(arr, start, data)
 
 
-def test_a_corrupted_direct_chunk_fails_zarrs_checksum(tmp_path):
-    arr = _array(tmp_path / "d.zarr", (4, 6), (2, 6), "float32")
-    write_rows(arr, 0, np.ones((4, 6), np.float32))
-    chunk = tmp_path / "d.zarr" / "c" / "1" / "0"
-    raw = bytearray(chunk.read_bytes())
-    raw[3] ^= 0xFF
-    chunk.write_bytes(bytes(raw))
+def test_damaged_shards_are_detected(tmp_path):
+    arr = _array(tmp_path / "d.zarr", (8, 6), 2, 4, "float32")
+    write_rows(arr, 0, np.ones((8, 6), np.float32))
+    shard = tmp_path / "d.zarr" / "c" / "1" / "0"
+    good = shard.read_bytes()
+    raw = bytearray(good)
+    raw[3] ^= 0xFF  # inside the shard's first chunk (rows 4-5)
+    shard.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="checksum"):
-        np.asarray(arr[2:4])
-    assert not [p for p in os.listdir(chunk.parent) if p.endswith(".partial")]
+        np.asarray(arr[4:6])
+    with pytest.raises(ValueError, match="checksum mismatch in chunk 0"):
+        read_chunk(arr, 2)
+    np.testing.assert_array_equal(read_chunk(arr, 3), np.ones((2, 6)))  # its neighbour is intact
+    raw = bytearray(good)
+    raw[-6] ^= 0xFF  # inside the shard index
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="index of shard file .* is damaged"):
+        read_chunk(arr, 3)
+    shard.unlink()
+    with pytest.raises(ValueError, match="is missing"):
+        read_chunk(arr, 3)
+    assert not [p for p in os.listdir(shard.parent) if p.endswith(".partial")]
 
 
 def test_a_file_system_that_refuses_direct_writes_falls_back(tmp_path, monkeypatch):
@@ -127,20 +154,19 @@ def test_a_file_system_that_refuses_direct_writes_falls_back(tmp_path, monkeypat
 
     if not chunkio._O_DIRECT:
         pytest.skip("no O_DIRECT on this platform")
-    real_write = os.write
+    real = os.pwritev
 
-    def refuse_direct(fd, data):
+    def refuse_direct(fd, buffers, offset):
         if fcntl.fcntl(fd, fcntl.F_GETFL) & chunkio._O_DIRECT:
             raise OSError(errno.EINVAL, "Invalid argument")
-        return real_write(fd, data)
+        return real(fd, buffers, offset)
 
-    monkeypatch.setattr(chunkio.os, "write", refuse_direct)
-    data = np.arange(4 * 6, dtype=np.float32).reshape(4, 6)
-    a = _array(tmp_path / "a.zarr", (4, 6), (2, 6), "float32")
-    b = _array(tmp_path / "b.zarr", (4, 6), (2, 6), "float32")
-    a[...] = data
-    write_rows(b, 0, data)
-    assert _files(tmp_path / "a.zarr") == _files(tmp_path / "b.zarr")
+    monkeypatch.setattr(chunkio.os, "pwritev", refuse_direct)
+    data = chunkio.page_aligned((4, 1024), "float32")
+    data[...] = np.arange(data.size, dtype=np.float32).reshape(data.shape)
+    arr = _array(tmp_path / "b.zarr", (4, 1024), 2, 4, "float32")
+    write_rows(arr, 0, data)
+    _check_round_trip(arr, 0, data)
     assert chunkio._direct[tmp_path / "b.zarr"] is False
 
 
