@@ -86,7 +86,7 @@ def verify_store(
         for b in np.flatnonzero(done):
             try:
                 arrays = read_block(g, int(b))
-                if not np.array_equal(block_digest(arrays), digests[b]):
+                if not np.array_equal(block_digest(arrays, plan.chunk_tuples), digests[b]):
                     rep.corrupted.append(int(b))
             except ValueError:  # "Stored and computed checksum do not match"
                 rep.corrupted.append(int(b))
@@ -97,7 +97,7 @@ def verify_store(
         for b in rng.permutation(healthy)[:recompute]:
             fresh = simulate(process, x0, plan, epoch, int(b), device)
             rep.recomputed.append(int(b))
-            if not np.array_equal(block_digest(fresh), digests[b]):
+            if not np.array_equal(block_digest(fresh, plan.chunk_tuples), digests[b]):
                 rep.mismatched.append(int(b))
         if repair:
             for b in sorted(set(rep.damaged) | set(rep.incomplete)):

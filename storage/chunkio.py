@@ -96,8 +96,8 @@ def _pages(nbytes: int) -> int:
     return -(-nbytes // _ALIGN) * _ALIGN
 
 
-def _shard_buffers(raw: np.ndarray, n: int) -> tuple[list[np.ndarray], int]:
-    """The buffers of one shard file, in file order, and the index's offset.
+def _shard_buffers(raw: np.ndarray, n: int) -> tuple[list[np.ndarray], int, list[int]]:
+    """The buffers of one shard file, in file order, the index's offset, and the chunks' CRCs.
 
     Chunk i occupies ``[offset_i, offset_i + len_i + 4)``: its bytes, then its CRC32C. A chunk of
     whole pages in an aligned buffer is written straight from it, followed by a page that starts
@@ -113,10 +113,11 @@ def _shard_buffers(raw: np.ndarray, n: int) -> tuple[list[np.ndarray], int]:
     ib = index.tobytes()
     ib += checksum(ib).to_bytes(4, "little")
     staged = page_aligned(((n if direct else n * slot // _ALIGN) * _ALIGN + _pages(len(ib)),), "u1")
-    out = []
+    out, crcs = [], []
     for i in range(n):
         data = raw[i * step : (i + 1) * step]
-        crc = np.frombuffer(checksum(data).to_bytes(4, "little"), np.uint8)
+        crcs.append(checksum(data))
+        crc = np.frombuffer(crcs[-1].to_bytes(4, "little"), np.uint8)
         if direct:
             page = staged[i * _ALIGN : (i + 1) * _ALIGN]
             page[:4] = crc
@@ -127,7 +128,7 @@ def _shard_buffers(raw: np.ndarray, n: int) -> tuple[list[np.ndarray], int]:
     tail = n * _ALIGN if direct else n * slot
     staged[tail : tail + len(ib)] = np.frombuffer(ib, np.uint8)
     out += [staged[tail:]] if direct else [staged]
-    return out, n * slot
+    return out, n * slot, crcs
 
 
 def _pwritev_all(fd: int, buffers: list[np.ndarray], name: Path) -> None:
@@ -147,11 +148,12 @@ def _pwritev_all(fd: int, buffers: list[np.ndarray], name: Path) -> None:
             views[0] = views[0][k:]
 
 
-def _write_shard(path: Path, shard: np.ndarray, n_chunks: int, direct: bool) -> None:
-    """Write one shard file (``n_chunks`` inner chunks of ``shard``) via a temporary file."""
+def _write_shard(path: Path, shard: np.ndarray, n_chunks: int, direct: bool) -> list[int]:
+    """Write one shard file (``n_chunks`` inner chunks of ``shard``) via a temporary file;
+    returns the chunks' CRC32Cs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    buffers, index_at = _shard_buffers(shard.reshape(-1).view(np.uint8), n_chunks)
+    buffers, index_at, crcs = _shard_buffers(shard.reshape(-1).view(np.uint8), n_chunks)
     size = index_at + n_chunks * 16 + 4
     try:
         fd = os.open(
@@ -166,6 +168,7 @@ def _write_shard(path: Path, shard: np.ndarray, n_chunks: int, direct: bool) -> 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return crcs
 
 
 def _direct_ok(folder: Path) -> bool:
@@ -184,8 +187,17 @@ def _direct_ok(folder: Path) -> bool:
     return _direct[folder]
 
 
-def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> None:
-    """``arr[start:start + len(data)] = data``, as whole shard files where possible."""
+def chunk_checksums(data: np.ndarray, chunk_rows: int) -> list[int]:
+    """CRC32C of every ``chunk_rows``-row chunk of ``data`` (C order), in row order."""
+    raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    n = len(data) // chunk_rows
+    step = raw.nbytes // max(1, n)
+    return [checksum(raw[i * step : (i + 1) * step]) for i in range(n)]
+
+
+def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> list[int]:
+    """``arr[start:start + len(data)] = data``, as whole shard files where possible; returns the
+    CRC32C of every chunk written (rows that are whole chunks of the array), in row order."""
     spec = _shards(arr)
     rows = spec.shard_rows if spec else 0
     whole = (
@@ -198,20 +210,24 @@ def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> None:
     )
     if not whole:
         arr[start : start + len(data)] = data
-        return
+        c0 = arr.chunks[0]
+        aligned = start % c0 == 0 and len(data) % c0 == 0
+        return chunk_checksums(np.asarray(data, arr.dtype), c0) if aligned else []
     if not data.flags.c_contiguous:
         data = np.ascontiguousarray(data)
     direct = _direct_ok(spec.folder)
+    crcs: list[int] = []
     for k in range(len(data) // rows):
         shard = data[k * rows : (k + 1) * rows]
         key = arr.metadata.encode_chunk_key((start // rows + k,) + (0,) * (data.ndim - 1))
         try:
-            _write_shard(spec.folder / key, shard, spec.per_shard, direct)
+            crcs += _write_shard(spec.folder / key, shard, spec.per_shard, direct)
         except OSError as exc:
             if not direct or exc.errno != errno.EINVAL:
                 raise
             _direct[spec.folder] = direct = False  # opened with O_DIRECT but refused its writes
-            _write_shard(spec.folder / key, shard, spec.per_shard, direct)
+            crcs += _write_shard(spec.folder / key, shard, spec.per_shard, direct)
+    return crcs
 
 
 def read_chunk(arr: zarr.Array, index: int) -> np.ndarray:

@@ -31,7 +31,7 @@ import zarr.codecs as zc
 
 from orient.dynamics import Process, process_from_config
 
-from .chunkio import checksum, write_rows
+from .chunkio import checksum, chunk_checksums, write_rows
 from .codecs import ENCODINGS
 
 FORMAT_VERSION = 3  # 2: block digests are CRC32C (were CRC-32); 3: one shard per block and array
@@ -327,25 +327,29 @@ class TupleStore:
         return int(fs.du(path))
 
 
-def block_digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """CRC32C chained over a block's tuple arrays (in TUPLE_ARRAYS order), as 4 uint8.
+def block_digest(arrays: dict[str, np.ndarray], chunk_rows: int) -> np.ndarray:
+    """CRC32C over the CRC32C of every chunk of a block (``chunk_rows`` rows; arrays in
+    TUPLE_ARRAYS order, chunks in row order; each CRC as 4 little-endian bytes), as 4 uint8.
 
-    It catches what per-chunk checksums cannot: a chunk file that is missing (read as zeros) or
-    swapped with another valid chunk. (Integrity, not security: stores are not signed.)
+    It catches what per-chunk checksums cannot: a shard or chunk that is missing (read as zeros) or
+    swapped with another valid one. (Integrity, not security: stores are not signed.)
     """
-    crc = 0
-    for key in TUPLE_ARRAYS:
-        crc = checksum(np.ascontiguousarray(arrays[key]).reshape(-1).view(np.uint8), crc)
+    crcs = [c for key in TUPLE_ARRAYS for c in chunk_checksums(arrays[key], chunk_rows)]
+    return _digest_of(crcs)
+
+
+def _digest_of(crcs: list[int]) -> np.ndarray:
+    crc = checksum(np.asarray(crcs, dtype="<u4").tobytes())
     return np.frombuffer(crc.to_bytes(4, "little"), dtype=np.uint8)
 
 
 def write_block(group: zarr.Group, block: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write a block's arrays into its own aligned region, then its digest, then its done marker."""
+    """Write a block's arrays into its own shards, then its digest (from the CRCs computed while
+    writing: no second pass over the data), then its done marker."""
     layout = Layout.from_json(group.attrs["layout"])
     start = block * layout.tuples_per_block
-    for key in TUPLE_ARRAYS:
-        write_rows(group[key], start, arrays[key])
-    group["digest"][block] = block_digest(arrays)
+    crcs = [c for key in TUPLE_ARRAYS for c in write_rows(group[key], start, arrays[key])]
+    group["digest"][block] = _digest_of(crcs)
     group["done"][block] = 1
 
 

@@ -74,8 +74,9 @@ def test_written_shards_read_back_through_zarr(
     data[...] = values
     path = tmp_path / f"a{seed}.zarr"
     arr = _array(path, shape, c0, rows, dtype)
-    write_rows(arr, first * rows, data)
+    crcs = write_rows(arr, first * rows, data)
     _check_round_trip(arr, first * rows, values)
+    assert crcs == chunkio.chunk_checksums(values, c0)  # the CRCs the block digest chains
     key = "/".join(["0"] * len(tail))
     written = [f"c/{first + k}/{key}".rstrip("/") for k in range(n_shards)]
     assert _files(path) == sorted(["zarr.json", *written])  # one file per shard, no leftovers
@@ -119,7 +120,7 @@ def test_read_chunk_reads_shards_that_zarr_wrote(tmp_path):
 def test_anything_but_whole_shards_goes_through_zarr(tmp_path, start, rows, shard_rows):
     arr = _array(tmp_path / "c.zarr", (8, 3), 2, shard_rows, "int32")
     data = np.arange(rows * 3, dtype=np.int32).reshape(rows, 3)
-    write_rows(arr, start, data)
+    assert write_rows(arr, start, data) == chunkio.chunk_checksums(data, 2)
     _check_round_trip(arr, start, data)
 
 
