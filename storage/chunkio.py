@@ -96,46 +96,49 @@ def _pages(nbytes: int) -> int:
     return -(-nbytes // _ALIGN) * _ALIGN
 
 
-def _shard_buffers(raw: np.ndarray, n: int) -> tuple[list[np.ndarray], int, list[int]]:
-    """The buffers of one shard file, in file order, the index's offset, and the chunks' CRCs.
+def _write_chunks(fd: int, raw: np.ndarray, n: int, name: Path) -> tuple[int, list[int]]:
+    """Write the ``n`` inner chunks of the shard ``raw`` and its index; returns (size, CRCs).
 
-    Chunk i occupies ``[offset_i, offset_i + len_i + 4)``: its bytes, then its CRC32C. A chunk of
-    whole pages in an aligned buffer is written straight from it, followed by a page that starts
-    with its CRC; any other chunk is copied into a page-padded slot together with its CRC. Every
-    buffer is page-aligned and whole pages long; the last one is the index page(s).
+    Chunk i occupies ``[offset_i, offset_i + len + 4)``: its bytes, then their CRC32C; offsets are
+    page-aligned. Chunks of whole pages in an aligned buffer go out straight from it, each
+    followed by a page that starts with its CRC, in one ``pwritev`` with the index. Any other
+    chunk is copied with its CRC into one reused page-padded slot and written on its own (so
+    staging holds one chunk, never a shard). Padding bytes are zeros, so files are reproducible.
     """
     step = raw.nbytes // n
-    direct = step % _ALIGN == 0 and raw.ctypes.data % _ALIGN == 0
-    slot = step + _ALIGN if direct else _pages(step + 4)
+    in_place = step % _ALIGN == 0 and raw.ctypes.data % _ALIGN == 0
+    slot = step + _ALIGN if in_place else _pages(step + 4)
+    crcs, buffers = [], []
+    pages = page_aligned((n * _ALIGN if in_place else slot,), "u1")
+    for i in range(n):
+        data = raw[i * step : (i + 1) * step]
+        crcs.append(checksum(data))
+        crc = np.frombuffer(crcs[-1].to_bytes(4, "little"), np.uint8)
+        if in_place:
+            pages[i * _ALIGN : i * _ALIGN + 4] = crc
+            buffers += [data, pages[i * _ALIGN : (i + 1) * _ALIGN]]
+        else:
+            pages[:step] = data
+            pages[step : step + 4] = crc
+            _pwritev_all(fd, [pages], i * slot, name)
     index = np.zeros((n, 2), "<u8")
     index[:, 0] = np.arange(n, dtype=np.uint64) * slot
     index[:, 1] = step + 4
     ib = index.tobytes()
     ib += checksum(ib).to_bytes(4, "little")
-    staged = page_aligned(((n if direct else n * slot // _ALIGN) * _ALIGN + _pages(len(ib)),), "u1")
-    out, crcs = [], []
-    for i in range(n):
-        data = raw[i * step : (i + 1) * step]
-        crcs.append(checksum(data))
-        crc = np.frombuffer(crcs[-1].to_bytes(4, "little"), np.uint8)
-        if direct:
-            page = staged[i * _ALIGN : (i + 1) * _ALIGN]
-            page[:4] = crc
-            out += [data, page]
-        else:
-            staged[i * slot : i * slot + step] = data
-            staged[i * slot + step : i * slot + step + 4] = crc
-    tail = n * _ALIGN if direct else n * slot
-    staged[tail : tail + len(ib)] = np.frombuffer(ib, np.uint8)
-    out += [staged[tail:]] if direct else [staged]
-    return out, n * slot, crcs
+    tail = page_aligned((_pages(len(ib)),), "u1")
+    tail[: len(ib)] = np.frombuffer(ib, np.uint8)
+    if in_place:
+        _pwritev_all(fd, [*buffers, tail], 0, name)
+    else:
+        _pwritev_all(fd, [tail], n * slot, name)
+    return n * slot + len(ib), crcs
 
 
-def _pwritev_all(fd: int, buffers: list[np.ndarray], name: Path) -> None:
-    """Write ``buffers`` back to back from offset 0; a short write (a nearly full disk) continues
-    where it stopped, and a write that makes no progress is ENOSPC."""
+def _pwritev_all(fd: int, buffers: list[np.ndarray], offset: int, name: Path) -> None:
+    """Write ``buffers`` back to back from ``offset``; a short write (a nearly full disk)
+    continues where it stopped, and a write that makes no progress is ENOSPC."""
     views = [memoryview(b).cast("B") for b in buffers]
-    offset = 0
     while views:
         k = os.pwritev(fd, views[:_IOV_MAX], offset)
         if k <= 0:
@@ -153,14 +156,11 @@ def _write_shard(path: Path, shard: np.ndarray, n_chunks: int, direct: bool) -> 
     returns the chunks' CRC32Cs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    buffers, index_at, crcs = _shard_buffers(shard.reshape(-1).view(np.uint8), n_chunks)
-    size = index_at + n_chunks * 16 + 4
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (_O_DIRECT if direct else 0)
     try:
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | (_O_DIRECT if direct else 0), 0o644
-        )
+        fd = os.open(tmp, flags, 0o644)
         try:
-            _pwritev_all(fd, buffers, tmp)
+            size, crcs = _write_chunks(fd, shard.reshape(-1).view(np.uint8), n_chunks, tmp)
             os.ftruncate(fd, size)  # the index page's padding
         finally:
             os.close(fd)

@@ -77,6 +77,10 @@ def test_written_shards_read_back_through_zarr(
     crcs = write_rows(arr, first * rows, data)
     _check_round_trip(arr, first * rows, values)
     assert crcs == chunkio.chunk_checksums(values, c0)  # the CRCs the block digest chains
+    again = _array(tmp_path / f"b{seed}.zarr", shape, c0, rows, dtype)
+    write_rows(again, first * rows, values)  # another buffer (aligned or not), the same files
+    for f in _files(path):
+        assert (path / f).read_bytes() == (tmp_path / f"b{seed}.zarr" / f).read_bytes(), f
     key = "/".join(["0"] * len(tail))
     written = [f"c/{first + k}/{key}".rstrip("/") for k in range(n_shards)]
     assert _files(path) == sorted(["zarr.json", *written])  # one file per shard, no leftovers
