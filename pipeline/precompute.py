@@ -399,6 +399,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         if cfg.resume:
             store = TupleStore.open(cfg.out, mode="r+")
             log(f"resuming {cfg.out}")
+            if removed := store.remove_partial_files():
+                log(f"removed {removed} partial files left by the interrupted run")
             if plan.mode == "epoch" and (cfg.epochs or 1) > store.meta["epochs_planned"]:
                 store.update_meta(epochs_planned=cfg.epochs)  # a resume that adds epochs
         else:

@@ -22,6 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -316,6 +317,17 @@ class TupleStore:
             fs, path = filesystem(self.url)
             fs.rm(f"{path}/{name}", recursive=True)
         self.root = zarr.open_group(self.url, mode="r+")
+
+    def remove_partial_files(self) -> int:
+        """Delete the temporary ``.*.partial`` files that a killed writer left (a local store's
+        shard writes go through them); returns how many. Run only while nothing writes."""
+        if not is_local(self.url):
+            return 0
+        n = 0
+        for p in Path(local_path(self.url)).rglob(".*.partial"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
 
     def nbytes_on_disk(self) -> int:
         if is_local(self.url):

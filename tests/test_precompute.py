@@ -127,8 +127,12 @@ def test_kill_then_resume_gives_uninterrupted_bytes(sig, tmp_path, capsys):
     assert 0 < n_done < 36, n_done  # stopped mid-run
     code, out, _ = run_cli(["info", str(killed)], capsys)
     assert code == 0 and "complete: NO" in out
+    leftover = killed / "full" / "x_t" / "c" / "0" / "0" / "0" / "0" / ".0.deadbeef.partial"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a shard")  # as a write killed between open and rename leaves
     code, _, err = run_cli([*args, "--workers", "1", "--out", str(killed), "--resume"], capsys)
     assert code == 0, err
+    assert not list(killed.rglob("*.partial"))  # resume removes what killed writers left
     ref = tmp_path / "ref.zarr"
     code, _, err = run_cli([*args, "--workers", "2", "--out", str(ref)], capsys)
     assert code == 0, err
