@@ -319,12 +319,13 @@ class TupleStore:
         self.root = zarr.open_group(self.url, mode="r+")
 
     def remove_partial_files(self) -> int:
-        """Delete the temporary ``.*.partial`` files that a killed writer left (a local store's
-        shard writes go through them); returns how many. Run only while nothing writes."""
+        """Delete the temporary ``*.partial`` files that killed writers left (shard writes and
+        Zarr's own local writes go through them); returns how many. Run only while nothing
+        writes."""
         if not is_local(self.url):
             return 0
         n = 0
-        for p in Path(local_path(self.url)).rglob(".*.partial"):
+        for p in Path(local_path(self.url)).rglob("*.partial"):
             p.unlink(missing_ok=True)
             n += 1
         return n
