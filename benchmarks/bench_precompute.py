@@ -173,6 +173,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", choices=("full", "per_epoch", "per_epoch_T300"), action="append")
     ap.add_argument("--no-save", action="store_true", help="print only (exploratory runs)")
+    ap.add_argument(
+        "--save-as", default="precompute", help="results file name (docs/benchmark-results)"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="orient-bench-"))
     base = dict(
@@ -195,7 +198,7 @@ def main() -> None:
                 if k != "runs":
                     print(f"{mode}.{k}: {v}")
         if not args.no_save:
-            save("precompute", rec)
+            save(args.save_as, rec)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

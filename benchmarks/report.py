@@ -24,10 +24,15 @@ def paired(x: dict, w: int) -> str:
     return f"{each} (median {statistics.median(ratios):+.0%})"
 
 
-def precompute_section(r: dict) -> list[str]:
-    modes = [("full", "full, T = 100"), ("per_epoch", "per-epoch, T = 100")]
-    if "per_epoch_T300" in r:
-        modes.append(("per_epoch_T300", "per-epoch, T = 300"))
+def precompute_section(
+    r: dict, title: str = "## Precompute stage (`benchmarks/bench_precompute.py`)"
+) -> list[str]:
+    labels = [
+        ("full", "full, T = 100"),
+        ("per_epoch", "per-epoch, T = 100"),
+        ("per_epoch_T300", "per-epoch, T = 300"),
+    ]
+    modes = [(k, label) for k, label in labels if k in r]
     cols = [r[k] for k, _ in modes]
     m = r["machine"]
     c = cols[0]["config"]
@@ -53,12 +58,14 @@ def precompute_section(r: dict) -> list[str]:
         return max(vals) if lower else min(vals)
 
     rows = [
-        "## Precompute stage (`benchmarks/bench_precompute.py`)",
+        title,
         "",
         f"Machine: {m['cores']} cores, torch {m['torch']}, GPU: {m['cuda']}; {m['date']}. "
         f"Kuramoto local coupling, M = {c['M']}, synthetic fingerprints 32x32, "
         f"{c['chains']} chains in {c['blocks']} blocks of {c['chains_per_block']}; fastest of "
-        f"{c['repeats']} interleaved runs. Per-epoch mode writes 10 tuples per chain. *Block phase*: "
+        f"{c['repeats']} interleaved runs. "
+        + ("Per-epoch mode writes 10 tuples per chain. " if len(modes) > 1 else "")
+        + "*Block phase*: "
         "simulating, encoding and writing every block (cluster start and data generation excluded, "
         "listed separately). *In memory*: the same simulation of the same blocks with no encoding "
         "and no writes, in as many processes.",
@@ -199,14 +206,20 @@ def main() -> None:
         "",
         "Measured on this project's 2-core development machine, as ratios between runs of the same",
         "script (never as timed assertions in tests). Regenerate with",
-        "`python benchmarks/bench_precompute.py && python benchmarks/bench_write_floor.py &&",
+        "`python benchmarks/bench_precompute.py && python benchmarks/bench_precompute.py --examples 4096",
+        "--only full --repeats 3 --save-as precompute_large && python benchmarks/bench_write_floor.py &&",
         "python benchmarks/bench_training.py && python benchmarks/report.py`",
         "(run from the repository root with the project installed); raw numbers are in",
         "`docs/benchmark-results/*.json`.",
         "",
     ]
+    large = (
+        "## Precompute stage, 4x the examples (`bench_precompute.py --examples 4096 --only full "
+        "--repeats 3 --save-as precompute_large`)"
+    )
     sections = (
         ("precompute", precompute_section),
+        ("precompute_large", lambda r: precompute_section(r, large)),
         ("write_floor", write_floor_section),
         ("training", training_section),
     )
