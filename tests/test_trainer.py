@@ -87,6 +87,15 @@ def test_sigkill_then_resume_matches_uninterrupted_run(trained, small_store, tmp
     same_params(run / "ckpt-00000030.pt", trained / "ckpt-00000030.pt")
 
 
+def test_ddp_backend_follows_the_training_device_not_the_machine():
+    """CPU training uses Gloo also where a GPU exists (NCCL has no CPU tensors: a torchrun run with
+    --device cpu failed on a GPU machine when the backend followed torch.cuda.is_available())."""
+    from orient.trainer.train import ddp_backend
+
+    assert ddp_backend(torch.device("cpu")) == "gloo"
+    assert ddp_backend(torch.device("cuda", 0)) == "nccl"
+
+
 def test_torchrun_two_ranks_with_gloo_matches_one_process_with_double_batch(small_store, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     if torchrun is None:

@@ -76,11 +76,23 @@ def resolve_device(device: str) -> torch.device:
         raise ValueError(f"unknown device {device!r}; use cpu or cuda") from None
 
 
-def _distributed() -> tuple[int, int]:
+def ddp_backend(device: torch.device) -> str:
+    """The process-group backend for training on ``device``: NCCL for CUDA, Gloo for the CPU
+    (also on a machine with a GPU: NCCL has no CPU tensors)."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device) under torchrun; (0, 1, device) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    if world <= 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(ddp_backend(device))
+    return dist.get_rank(), world, device
 
 
 class RunLog:
@@ -122,12 +134,9 @@ class RunLog:
 
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume) a run; returns the path of the final checkpoint."""
-    rank, world = _distributed()
-    device = resolve_device(cfg.device)
+    rank, world, device = _distributed(resolve_device(cfg.device))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", rank % torch.cuda.device_count())
     for name in ("batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
