@@ -40,26 +40,37 @@ from orient.storage.store import TupleStore
 _W: dict = {}
 
 
-def simulate_in_memory(process, x0: np.ndarray, plan: Plan, b: int) -> int:
-    """The exact simulation of block b (same draws), without encoding or writing."""
+def simulate_in_memory(process, x0: np.ndarray, plan: Plan, b: int, device: str = "cpu") -> int:
+    """The exact simulation of block b (same draws, same loop as simulate_block), without encoding
+    or writing."""
     chains = plan.block_chains(b)
     rng = np.random.default_rng(derive_seed(plan.seed, 0, b, "order"))
-    g = torch.Generator().manual_seed(derive_seed(plan.seed, 0, b, "noise"))
-    x = process.data_to_state(torch.from_numpy(x0[chains]))
+    g = torch.Generator(device=device).manual_seed(derive_seed(plan.seed, 0, b, "noise"))
+    x = process.data_to_state(torch.from_numpy(x0[chains]).to(device))
     E = emit_matrix(plan, len(chains), rng)
-    n = 0
+    n, emitted = len(chains), 0
     with torch.no_grad():
         for t in range(1, plan.T + 1):
-            emit = torch.from_numpy(E[:, t - 1])
-            x_next = torch.empty_like(x)
-            if bool(emit.any()):
-                tr = process.sample_transitions(x[emit], t, plan.M, g)
-                n += int(emit.sum())
-                x_next[emit] = tr.x[0]
-            if not bool(emit.all()):
-                x_next[~emit] = process.step(x[~emit], t, g)
+            emitting = np.flatnonzero(E[:, t - 1])
+            m = len(emitting)
+            x_next = x if m in (0, n) else torch.empty_like(x)
+            if m:
+                idx = torch.from_numpy(emitting).to(device, non_blocking=True)
+                xe = x if m == n else x.index_select(0, idx)
+                tr = process.sample_transitions(xe, t, plan.M, g)
+                emitted += m
+                if m == n:
+                    x_next = tr.x[0]
+                else:
+                    x_next.index_copy_(0, idx, tr.x[0])
+            if m < n:
+                if m == 0:
+                    x_next = process.step(x, t, g)
+                else:
+                    rest = torch.from_numpy(np.flatnonzero(~E[:, t - 1])).to(device)
+                    x_next.index_copy_(0, rest, process.step(x.index_select(0, rest), t, g))
             x = x_next
-    return n
+    return emitted
 
 
 def _init(url: str) -> None:

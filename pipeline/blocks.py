@@ -17,7 +17,7 @@ import torch
 
 from orient.dynamics import Process
 from orient.storage.chunkio import page_aligned
-from orient.storage.codecs import ENCODINGS, encode, state_encoding
+from orient.storage.codecs import ENCODINGS, carrier_view, encode_tensor, state_encoding
 from orient.storage.store import Layout
 
 DEFAULT_BLOCK_MEMORY = 512 * 2**20  # encoded tuples a task may hold before writing
@@ -173,6 +173,7 @@ def simulate_block(
     block: int,
     device: str = "cpu",
     out: dict[str, np.ndarray] | None = None,
+    staged: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate block ``block``'s chains and return its encoded tuples in their stored order.
 
@@ -180,37 +181,62 @@ def simulate_block(
     src (n,) (source rows), padded with all-zero rows (t = 0) to ``plan.tuples_per_block``.
     ``out`` (from :func:`block_buffers`) is filled in place instead of allocating: a worker that
     reuses its buffers skips faulting in fresh pages for every block.
+
+    Each step's encoded tuples go straight to their stored rows: on the CPU into ``out`` itself, on
+    a GPU into a block-sized buffer there (``staged``; None: on any device but the CPU), copied to
+    ``out`` once at the end. Which chains emit at which step is known on the host beforehand, so no
+    step waits for the device.
     """
     chains = plan.block_chains(block)
     rng = np.random.default_rng(derive_seed(plan.seed, epoch, block, "order"))
     g = torch.Generator(device=device).manual_seed(derive_seed(plan.seed, epoch, block, "noise"))
     x = process.data_to_state(torch.from_numpy(np.ascontiguousarray(x0[chains])).to(device))
     E = emit_matrix(plan, len(chains), rng)
-    enc = state_encoding(plan.periodic)
+    enc = {"x_prev": state_encoding(plan.periodic), "x_t": state_encoding(plan.periodic)}
+    enc["score"] = "scaled-f16"
     # the stored order is drawn up front, so each step's tuples go straight to their final rows
     rows = np.empty(int(E.sum()), dtype=np.int64)
     rows[rng.permutation(len(rows))] = np.arange(len(rows))
-    M = plan.M
+    M, n = plan.M, len(chains)
     out = out if out is not None else block_buffers(plan)
     for a in out.values():
         a[len(rows) :] = 0  # padding rows; every other row is written below
+    host = {k: carrier_view(out[k], e) for k, e in enc.items()}
+    if staged is None:
+        staged = torch.device(device).type != "cpu"
+    dev = {k: torch.empty_like(v, device=device) for k, v in host.items()} if staged else host
     k = 0
     with torch.no_grad():
         for t in range(1, plan.T + 1):
-            emit = torch.from_numpy(E[:, t - 1]).to(device)
-            x_next = torch.empty_like(x)
-            if bool(emit.any()):
-                tr = process.sample_transitions(x[emit], t, M, g)
+            emitting = np.flatnonzero(E[:, t - 1])
+            m = len(emitting)
+            x_next = x if m in (0, n) else torch.empty_like(x)
+            if m:
+                idx = torch.from_numpy(emitting).to(device, non_blocking=True)
+                xe = x if m == n else x.index_select(0, idx)
+                tr = process.sample_transitions(xe, t, M, g)
                 scale = float(process.loss_weight(t)) ** 0.5
-                r = rows[k : k + tr.x.shape[1]]
-                k += len(r)
-                out["x_prev"][r] = encode(x[emit], enc)
-                out["x_t"][r] = encode(tr.x.transpose(0, 1), enc)
-                out["score"][r] = encode(tr.score.transpose(0, 1).mul_(scale), "scaled-f16")
-                out["t"][r] = t
-                out["src"][r] = chains[E[:, t - 1]]
-                x_next[emit] = tr.x[0]
-            if not bool(emit.all()):
-                x_next[~emit] = process.step(x[~emit], t, g)
+                r_np = rows[k : k + m]
+                k += m
+                r = torch.from_numpy(r_np).to(device, non_blocking=True)
+                dev["x_prev"].index_copy_(0, r, encode_tensor(xe, enc["x_prev"]))
+                dev["x_t"].index_copy_(0, r, encode_tensor(tr.x.transpose(0, 1), enc["x_t"]))
+                score = tr.score.transpose(0, 1).mul_(scale)
+                dev["score"].index_copy_(0, r, encode_tensor(score, enc["score"]))
+                out["t"][r_np] = t
+                out["src"][r_np] = chains[emitting]
+                if m == n:
+                    x_next = tr.x[0]
+                else:
+                    x_next.index_copy_(0, idx, tr.x[0])
+            if m < n:
+                if m == 0:
+                    x_next = process.step(x, t, g)
+                else:
+                    rest = torch.from_numpy(np.flatnonzero(~E[:, t - 1])).to(device)
+                    x_next.index_copy_(0, rest, process.step(x.index_select(0, rest), t, g))
             x = x_next
+    if staged:
+        for key, v in host.items():
+            v[: len(rows)].copy_(dev[key][: len(rows)])
     return out

@@ -28,17 +28,32 @@ def state_encoding(periodic: bool) -> str:
     return "phase-u16" if periodic else "float32"
 
 
-def encode(x: Tensor, encoding: str) -> np.ndarray:
-    """Tensor -> numpy array in the stored dtype (scores must already be scaled by sqrt(w))."""
+# torch dtypes that carry each stored dtype's bits: uint16 phases travel as int16 bits, since torch's
+# uint16 lacks the indexing kernels (index_copy_) that gather a block's tuples on its device
+CARRIERS = {"phase-u16": torch.int16, "float32": torch.float32, "scaled-f16": torch.float16}
+
+
+def encode_tensor(x: Tensor, encoding: str) -> Tensor:
+    """Tensor -> the stored dtype's bits (dtype ``CARRIERS[encoding]``), on ``x``'s device."""
     if encoding == "phase-u16":
         # floor((theta + pi) * scale + 0.5), clamped to [0, 65535]: three passes in float32
         u = x.detach().float().mul(PHASE_SCALE).add_(math.pi * PHASE_SCALE + 0.5)
-        return u.clamp_(0.0, 65535.0).to(torch.uint16).cpu().numpy()
+        return u.clamp_(0.0, 65535.0).to(torch.uint16).view(torch.int16)
     if encoding == "float32":
-        return x.detach().float().cpu().numpy()
+        return x.detach().float()
     if encoding == "scaled-f16":
-        return x.detach().to(torch.float16).cpu().numpy()
+        return x.detach().to(torch.float16)
     raise ValueError(f"unknown encoding {encoding!r}")
+
+
+def encode(x: Tensor, encoding: str) -> np.ndarray:
+    """Tensor -> numpy array in the stored dtype (scores must already be scaled by sqrt(w))."""
+    return encode_tensor(x, encoding).cpu().numpy().view(ENCODINGS[encoding])
+
+
+def carrier_view(a: np.ndarray, encoding: str) -> Tensor:
+    """A torch view of a stored-dtype numpy array, in the dtype :func:`encode_tensor` returns."""
+    return torch.from_numpy(a.view(np.dtype(str(CARRIERS[encoding]).removeprefix("torch."))))
 
 
 def decode(a: np.ndarray | Tensor, encoding: str, device: torch.device | str = "cpu") -> Tensor:

@@ -109,3 +109,35 @@ def test_derived_seeds_are_stable_and_distinct():
     seeds = {derive_seed(s, e, b, "noise") for s in range(3) for e in range(3) for b in range(50)}
     assert len(seeds) == 450
     assert derive_seed(0, 0, 0, "noise") == 8001127786904859215  # pinned: stores depend on it
+
+
+@pytest.mark.parametrize("name", ["kuramoto-local", "vp"])
+@pytest.mark.parametrize("mode", ["full", "epoch"])
+def test_block_rows_hold_matching_transitions_and_staging_changes_no_byte(name, mode):
+    """Every stored row is one transition: its score is sqrt(w(t)) times the closed-form score of
+    its own (x_prev, x_t, t), up to the encodings' error. Gathering a block in a device-side buffer
+    (``staged``, the GPU path) gives the same bytes as writing rows in place (the CPU path)."""
+    from orient.pipeline.blocks import simulate_block
+    from orient.pipeline.fingerprints import generate_fingerprints_with_labels
+
+    x0 = generate_fingerprints_with_labels(12, size=16, seed=0).images
+    schedule = {"kuramoto-local": "two_D=1e-4:0.1,K=5e-5:0.05", "vp": "beta=1e-4:0.02"}[name]
+    process = create_process(name, steps=10, schedule=schedule, example=torch.from_numpy(x0))
+    plan = make_plan(mode=mode, n_chains=12, T=10, M=2, seed=3, state_shape=(1, 16, 16),
+                     periodic=process.periodic, tuples_per_chain=4 * (mode == "epoch"), max_batch=5)  # fmt: skip
+    enc = state_encoding(process.periodic)
+    for b in range(plan.n_blocks):
+        a = simulate_block(process, x0, plan, 0, b)
+        staged = simulate_block(process, x0, plan, 0, b, staged=True)
+        for k in a:
+            assert np.array_equal(a[k].view(np.uint8), staged[k].view(np.uint8)), k
+        rows = a["t"] > 0
+        t = torch.from_numpy(a["t"][rows]).long()
+        x_prev = decode(a["x_prev"][rows], enc)
+        x_t = decode(a["x_t"][rows], enc).transpose(0, 1)  # (M, n, *S)
+        want = process.transition_score(x_prev, x_t, t) * process.loss_weight(t).sqrt().reshape(
+            1, -1, 1, 1, 1
+        )
+        got = decode(a["score"][rows], "scaled-f16").transpose(0, 1)
+        err = (got - want).abs().max().item()
+        assert err < 0.02 * want.abs().max().item(), err
