@@ -118,8 +118,11 @@ def precompute(
         float, typer.Option(help="Held-out fraction of the seeded split.")
     ] = 0.1,
     max_batch: Annotated[
-        int, typer.Option(help="Most chains simulated together in one task.")
-    ] = 64,
+        int | None,
+        typer.Option(
+            help="Most chains simulated together in one task [default: 64 on the CPU, 1024 on CUDA]."
+        ),
+    ] = None,
 ) -> None:
     """Simulate the forward chains over a data set and write training tuples to a Zarr store."""
     from orient.pipeline.precompute import PrecomputeConfig, run_precompute

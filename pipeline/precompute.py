@@ -57,7 +57,7 @@ class PrecomputeConfig:
     workers: int = 2
     scheduler: str | None = None
     device: str = "auto"  # cuda when available, else cpu
-    max_batch: int = 64
+    max_batch: int | None = None  # chains per block at most; None: DEFAULT_MAX_BATCH[device type]
     resume: bool = False
     overwrite: bool = False
 
@@ -94,6 +94,12 @@ class Summary:
             f"{self.blocks_run} blocks run)",
             f"store: {self.url}",
         ]
+
+
+# Chains simulated together. On a GPU a step costs about the same from 64 to ~1,000 chains (it is
+# bound by kernel launches; docs/benchmarks.md, GPU section), so blocks there are larger; the block
+# memory limit (pipeline/blocks.py) still bounds them.
+DEFAULT_MAX_BATCH = {"cpu": 64, "cuda": 1024}
 
 
 def check_device(device: str) -> str:
@@ -357,6 +363,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
+    if cfg.max_batch is not None and cfg.max_batch < 1:
+        raise ValueError(f"--max-batch must be >= 1, got {cfg.max_batch}")
     private = not shared_between_processes(cfg.out)  # also: an unknown or uninstalled protocol
     if private and not cfg.scheduler:  # our LocalCluster's workers are processes
         raise _private_store_error(cfg.out)
@@ -380,7 +388,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         periodic=process.periodic,
         every=cfg.every,
         tuples_per_chain=k,
-        max_batch=cfg.max_batch,
+        max_batch=cfg.max_batch or DEFAULT_MAX_BATCH[cfg.device.split(":")[0]],
     )
     if cfg.resume:
         if not exists(cfg.out):
