@@ -200,6 +200,85 @@ def write_floor_section(r: dict) -> list[str]:
     return rows + [""]
 
 
+def gpu_section(sweep: dict, e2e: dict | None) -> list[str]:
+    """The GPU sweep (bench_gpu.py) and, from a later run of the current code, end to end."""
+    m = sweep["machine"]
+    rows = [
+        "## On a GPU (`benchmarks/bench_gpu.py`, through `benchmarks/gpu_machine.sh`)",
+        "",
+        f"Device: {sweep['device_name']} ({sweep['device_memory_GiB']:.0f} GiB), {m['cores']} CPU "
+        f"cores, torch {m['torch']}; {m['date']}. {sweep['size']}x{sweep['size']} synthetic "
+        "fingerprints, M = 5, float32. chain-steps/s: chains x steps per second, timed at a mid "
+        "step with the device synchronised (median of 3 loops after 2 warm-up calls). *emit*: M "
+        "draws of x_t and their scores (a step that keeps a tuple); *emit + encode to new host "
+        "memory*: the same, encoded and copied each step into freshly allocated host arrays (what "
+        "precompute's tasks did before this measurement); *step*: one plain transition. The sweep "
+        "doubles B until a 60 s budget per process is spent; the CPU baseline is the same code on "
+        "the same machine's 16 cores.",
+        "",
+    ]
+    for name, by_dev in sweep["sweep"].items():
+        gpu = [r for r in by_dev[sweep["device"]]["rows"] if not r.get("out_of_memory")]
+        cpu = {r["B"]: r for r in by_dev.get("cpu", {}).get("rows", []) if "emit" in r}
+        T = by_dev[sweep["device"]]["T"]
+        rows += [
+            f"**{name}** (T = {T})",
+            "",
+            "| B | emit | emit + encode to new host memory | step | peak GPU memory | CPU emit | CPU step |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in gpu:
+            c = cpu.get(r["B"])
+            c_emit, c_step = (f"{c['emit']:,.0f}", f"{c['step']:,.0f}") if c else ("", "")
+            rows.append(
+                f"| {r['B']:,} | {r['emit']:,.0f} | {r['emit+encode']:,.0f} | {r['step']:,.0f} | "
+                f"{r['peak_GiB']:.1f} GiB | {c_emit} | {c_step} |"
+            )
+        best = max(gpu, key=lambda r: r["emit"])
+        if cpu:
+            cbest = max(cpu.values(), key=lambda r: r["emit"])
+            cstep = max(r["step"] for r in cpu.values())
+            rows.append(
+                f"| **GPU / CPU, best vs best** | **{best['emit'] / cbest['emit']:,.0f}x** | | "
+                f"**{max(r['step'] for r in gpu) / cstep:,.0f}x** | | | |"
+            )
+        rows.append("")
+    rows += [
+        "Scores on the GPU vs a float64 CPU reference on the same inputs (relative error): "
+        + "; ".join(
+            f"{n} {a['rel_err_' + sweep['device']]:.1e} (CPU float32 {a['rel_err_cpu']:.1e})"
+            for n, a in sweep["agreement"].items()
+        )
+        + ".",
+        "",
+    ]
+    if e2e:
+        labels = {
+            "per_epoch_T300": "per-epoch, T = 300, 10 tuples/chain",
+            "full_T100_M1": "full, T = 100, M = 1",
+        }
+        rows += [
+            f"End to end on the same device kind ({e2e['machine']['cuda']}, {e2e['machine']['date']}), "
+            "with the current `simulate_block` (tuples gathered on the GPU, one copy per block): "
+            "`run_precompute` with 1 worker (one per GPU) vs the same blocks simulated in memory on "
+            "the GPU; fastest of 2 runs, which gave byte-identical stores.",
+            "",
+            "| configuration | --max-batch (chains per block) | block phase | in memory | overhead | tuples/s | chain-steps/s | written | identical bytes |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, runs in e2e["end_to_end"].items():
+            for r in runs:
+                rows.append(
+                    f"| {labels.get(label, label)}, {r['chains']:,} chains | {r['max_batch']} "
+                    f"({r['chains_per_block']}) | {fmt(min(r['blocks_s']))} s | "
+                    f"{fmt(min(r['in_memory_s']))} s | {r['overhead']:+.0%} | "
+                    f"{r['tuples_per_s']:,.0f} | {r['chain_steps_per_s']:,.0f} | "
+                    f"{r['MiB_per_s_written']:,.0f} MiB/s | {r['identical_bytes_two_runs']} |"
+                )
+        rows.append("")
+    return rows
+
+
 def main() -> None:
     lines = [
         "# Benchmarks",
@@ -210,7 +289,9 @@ def main() -> None:
         "--only full --repeats 3 --save-as precompute_large && python benchmarks/bench_write_floor.py &&",
         "python benchmarks/bench_training.py && python benchmarks/report.py`",
         "(run from the repository root with the project installed); raw numbers are in",
-        "`docs/benchmark-results/*.json`.",
+        "`docs/benchmark-results/*.json`. The GPU section comes from a lent GPU machine:",
+        "`bash benchmarks/gpu_machine.sh bench` there (`gpu.json`), and `BENCH_ARGS='--skip-sweep",
+        "--save-as gpu_e2e'` for the end-to-end runs of the current code (`gpu_e2e.json`).",
         "",
     ]
     large = (
@@ -227,6 +308,12 @@ def main() -> None:
         path = RESULTS / f"{name}.json"
         if path.exists():
             lines += section(json.loads(path.read_text()))
+    if (RESULTS / "gpu.json").exists():
+        e2e = RESULTS / "gpu_e2e.json"
+        lines += gpu_section(
+            json.loads((RESULTS / "gpu.json").read_text()),
+            json.loads(e2e.read_text()) if e2e.exists() else None,
+        )
     notes = ROOT / "benchmarks" / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text()]
