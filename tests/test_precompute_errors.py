@@ -57,6 +57,7 @@ def write_png(path: Path, size: tuple[int, int], seed: int = 0) -> None:
             ["device"],
         ),
         (["--tuples-per-chain", "500"], ["tuples per chain must be in 1..T"]),
+        (["--max-batch", "0"], ["--max-batch must be >= 1"]),
     ],
 )
 def test_bad_options(args, fragments, tmp_path, capsys):
