@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from orient.dynamics import Process
 from orient.storage.chunkio import page_aligned
@@ -182,10 +183,10 @@ def simulate_block(
     ``out`` (from :func:`block_buffers`) is filled in place instead of allocating: a worker that
     reuses its buffers skips faulting in fresh pages for every block.
 
-    Each step's encoded tuples go straight to their stored rows: on the CPU into ``out`` itself, on
-    a GPU into a block-sized buffer there (``staged``; None: on any device but the CPU), copied to
-    ``out`` once at the end. Which chains emit at which step is known on the host beforehand, so no
-    step waits for the device.
+    Each step's encoded tuples go straight to their stored rows: on the CPU into ``out`` itself (by
+    numpy assignment, ~8x faster there than ``index_copy_``), on a GPU into a block-sized buffer
+    there (``staged``; None: on any device but the CPU), copied to ``out`` once at the end. Which
+    chains emit at which step is known on the host beforehand, so no step waits for the device.
     """
     chains = plan.block_chains(block)
     rng = np.random.default_rng(derive_seed(plan.seed, epoch, block, "order"))
@@ -204,7 +205,16 @@ def simulate_block(
     host = {k: carrier_view(out[k], e) for k, e in enc.items()}
     if staged is None:
         staged = torch.device(device).type != "cpu"
-    dev = {k: torch.empty_like(v, device=device) for k, v in host.items()} if staged else host
+    dev = {k: torch.empty_like(v, device=device) for k, v in host.items()} if staged else {}
+
+    def put(key: str, r: np.ndarray, value: Tensor) -> None:
+        """Encode ``value`` and place its rows at stored rows ``r``."""
+        e = encode_tensor(value, enc[key])
+        if staged:
+            dev[key].index_copy_(0, torch.from_numpy(r).to(device, non_blocking=True), e)
+        else:
+            host[key].numpy()[r] = e.contiguous().numpy()
+
     k = 0
     with torch.no_grad():
         for t in range(1, plan.T + 1):
@@ -218,11 +228,9 @@ def simulate_block(
                 scale = float(process.loss_weight(t)) ** 0.5
                 r_np = rows[k : k + m]
                 k += m
-                r = torch.from_numpy(r_np).to(device, non_blocking=True)
-                dev["x_prev"].index_copy_(0, r, encode_tensor(xe, enc["x_prev"]))
-                dev["x_t"].index_copy_(0, r, encode_tensor(tr.x.transpose(0, 1), enc["x_t"]))
-                score = tr.score.transpose(0, 1).mul_(scale)
-                dev["score"].index_copy_(0, r, encode_tensor(score, enc["score"]))
+                put("x_prev", r_np, xe)
+                put("x_t", r_np, tr.x.transpose(0, 1))
+                put("score", r_np, tr.score.transpose(0, 1).mul_(scale))
                 out["t"][r_np] = t
                 out["src"][r_np] = chains[emitting]
                 if m == n:
