@@ -207,11 +207,11 @@ def simulate_block(
         staged = torch.device(device).type != "cpu"
     dev = {k: torch.empty_like(v, device=device) for k, v in host.items()} if staged else {}
 
-    def put(key: str, r: np.ndarray, value: Tensor) -> None:
-        """Encode ``value`` and place its rows at stored rows ``r``."""
+    def put(key: str, r: np.ndarray, r_dev: Tensor | None, value: Tensor) -> None:
+        """Encode ``value`` and place its rows at stored rows ``r`` (``r_dev`` on the device)."""
         e = encode_tensor(value, enc[key])
-        if staged:
-            dev[key].index_copy_(0, torch.from_numpy(r).to(device, non_blocking=True), e)
+        if r_dev is not None:
+            dev[key].index_copy_(0, r_dev, e)
         else:
             host[key].numpy()[r] = e.contiguous().numpy()
 
@@ -228,9 +228,10 @@ def simulate_block(
                 scale = float(process.loss_weight(t)) ** 0.5
                 r_np = rows[k : k + m]
                 k += m
-                put("x_prev", r_np, xe)
-                put("x_t", r_np, tr.x.transpose(0, 1))
-                put("score", r_np, tr.score.transpose(0, 1).mul_(scale))
+                r_dev = torch.from_numpy(r_np).to(device, non_blocking=True) if staged else None
+                put("x_prev", r_np, r_dev, xe)
+                put("x_t", r_np, r_dev, tr.x.transpose(0, 1))
+                put("score", r_np, r_dev, tr.score.transpose(0, 1).mul_(scale))
                 out["t"][r_np] = t
                 out["src"][r_np] = chains[emitting]
                 if m == n:
