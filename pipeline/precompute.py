@@ -96,9 +96,9 @@ class Summary:
         ]
 
 
-# Chains simulated together. On a GPU a step costs about the same from 64 to ~1,000 chains (it is
-# bound by kernel launches; docs/benchmarks.md, GPU section), so blocks there are larger; the block
-# memory limit (pipeline/blocks.py) still bounds them.
+# Chains simulated together. On a GPU a step costs about the same for any batch up to ~512 chains
+# (it is bound by kernel launches; docs/benchmarks.md, GPU section), so blocks there are larger; the
+# block memory limit (pipeline/blocks.py) still bounds them.
 DEFAULT_MAX_BATCH = {"cpu": 64, "cuda": 1024}
 
 
@@ -368,6 +368,17 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     private = not shared_between_processes(cfg.out)  # also: an unknown or uninstalled protocol
     if private and not cfg.scheduler:  # our LocalCluster's workers are processes
         raise _private_store_error(cfg.out)
+    old = None
+    if cfg.resume:
+        if not exists(cfg.out):
+            raise StoreError(f"--resume: there is no store at {cfg.out}")
+        old = TupleStore.open(cfg.out)
+        # defaults come from the run being resumed: its device, and its limit on chains per block
+        cfg = replace(cfg, device=resume_device(old, requested))
+        if cfg.max_batch is None:
+            cfg = replace(cfg, max_batch=old.meta.get("options", {}).get("max_batch"))
+    if cfg.max_batch is None:  # recorded in the store as resolved
+        cfg = replace(cfg, max_batch=DEFAULT_MAX_BATCH[cfg.device.split(":")[0]])
     ds, train, test, process = prepare(cfg)
     for note in ds.notes:
         log(f"note: {note}")
@@ -388,14 +399,10 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         periodic=process.periodic,
         every=cfg.every,
         tuples_per_chain=k,
-        max_batch=cfg.max_batch or DEFAULT_MAX_BATCH[cfg.device.split(":")[0]],
+        max_batch=cfg.max_batch,
     )
-    if cfg.resume:
-        if not exists(cfg.out):
-            raise StoreError(f"--resume: there is no store at {cfg.out}")
-        old = TupleStore.open(cfg.out)
+    if old is not None:
         check_resumable(old, process, ds, plan)
-        cfg = replace(cfg, device=resume_device(old, requested))
     elif exists(cfg.out):
         refuse_to_replace(cfg.out, cfg.overwrite)
     t0 = time.perf_counter()

@@ -99,8 +99,8 @@ def _done_count(path: Path, group: str = "full") -> int:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_kill_then_resume_gives_uninterrupted_bytes(sig, tmp_path, capsys):
     """SIGKILL at any moment, or Ctrl-C (SIGINT to the whole process group, as a terminal sends
-    it), mid-run; --resume then gives the bytes of an uninterrupted run. Ctrl-C exits with 130
-    and one line, without a traceback from any worker."""
+    it), mid-run; --resume (without repeating --max-batch) then gives the bytes of an
+    uninterrupted run. Ctrl-C exits with 130 and one line, without a traceback from any worker."""
     args = [
         "precompute", "--num-examples", "40", "--image-size", "16", "--steps", "30",
         "--schedule", "two_D=1e-4:0.1,K=5e-5:0.05", "--samples", "2", "--max-batch", "1",
@@ -130,7 +130,10 @@ def test_kill_then_resume_gives_uninterrupted_bytes(sig, tmp_path, capsys):
     leftover = killed / "full" / "x_t" / "c" / "0" / "0" / "0" / "0" / ".0.deadbeef.partial"
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"half a shard")  # as a write killed between open and rename leaves
-    code, _, err = run_cli([*args, "--workers", "1", "--out", str(killed), "--resume"], capsys)
+    # --max-batch left out: a resume takes the limit (and the device) of the run it continues
+    resume = [a for a in args if a not in ("--max-batch", "1")]
+    assert len(resume) == len(args) - 2
+    code, _, err = run_cli([*resume, "--workers", "1", "--out", str(killed), "--resume"], capsys)
     assert code == 0, err
     assert not list(killed.rglob("*.partial"))  # resume removes what killed writers left
     ref = tmp_path / "ref.zarr"
