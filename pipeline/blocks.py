@@ -205,6 +205,10 @@ def simulate_block(
     host = {k: carrier_view(out[k], e) for k, e in enc.items()}
     if staged is None:
         staged = torch.device(device).type != "cpu"
+    elif not staged and torch.device(device).type != "cpu":
+        raise ValueError("simulate_block: rows are placed in place only on the CPU")
+    # sqrt(w(t)) of every step, read from the device once (a read per step would wait for it)
+    scales = [w**0.5 for w in process.loss_weight(torch.arange(1, plan.T + 1)).tolist()]
     dev = {k: torch.empty_like(v, device=device) for k, v in host.items()} if staged else {}
 
     def put(key: str, r: np.ndarray, r_dev: Tensor | None, value: Tensor) -> None:
@@ -225,13 +229,12 @@ def simulate_block(
                 idx = torch.from_numpy(emitting).to(device, non_blocking=True)
                 xe = x if m == n else x.index_select(0, idx)
                 tr = process.sample_transitions(xe, t, M, g)
-                scale = float(process.loss_weight(t)) ** 0.5
                 r_np = rows[k : k + m]
                 k += m
                 r_dev = torch.from_numpy(r_np).to(device, non_blocking=True) if staged else None
                 put("x_prev", r_np, r_dev, xe)
                 put("x_t", r_np, r_dev, tr.x.transpose(0, 1))
-                put("score", r_np, r_dev, tr.score.transpose(0, 1).mul_(scale))
+                put("score", r_np, r_dev, tr.score.transpose(0, 1).mul_(scales[t - 1]))
                 out["t"][r_np] = t
                 out["src"][r_np] = chains[emitting]
                 if m == n:

@@ -88,7 +88,8 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     if world <= 1:
         return 0, 1, device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        device = torch.device("cuda", local % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(ddp_backend(device))
