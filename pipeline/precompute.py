@@ -444,13 +444,14 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
                 tuples, blocks = tuples + n, blocks + b
                 blocks_seconds += time.perf_counter() - t1
     seconds = time.perf_counter() - t0
-    per_block_steps = plan.T * plan.chains_per_block
+    # every chain emits kept_per_chain tuples and runs T steps (the last block may hold fewer chains)
+    chain_steps = tuples // plan.kept_per_chain * plan.T
     return Summary(
         cfg.out,
         tuples,
         store.nbytes_on_disk(),
         seconds,
-        blocks * per_block_steps,
+        chain_steps,
         blocks,
         blocks_seconds,
         store_tuples=sum(store.tuple_count(g) for g in store.tuple_groups()),

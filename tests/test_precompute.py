@@ -338,3 +338,18 @@ def test_a_resume_that_adds_epochs_reports_the_whole_store(tmp_path):
     line = more.lines()[0]
     assert f"(this run: {first.tuples:,})" in line
     assert f"({store.nbytes_on_disk() / more.store_tuples:,.0f} bytes/tuple)" in line
+
+
+def test_summary_counts_the_chains_simulated_not_block_slots(tmp_path):
+    """chain-steps = chains x T per epoch; the last block holds fewer chains than a full one."""
+    from orient.pipeline.precompute import PrecomputeConfig, run_precompute
+
+    s = run_precompute(
+        PrecomputeConfig(out=str(tmp_path / "s.zarr"), workers=1, **SMALL_CONFIG),
+        log=lambda _: None,
+    )
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    n_train = g.attrs["orient"]["split"]["n_train"]
+    assert n_train % SMALL_CONFIG["max_batch"] != 0  # a partly filled last block
+    assert s.chain_steps == n_train * SMALL_CONFIG["steps"]
+    assert s.tuples == n_train * SMALL_CONFIG["steps"]
