@@ -182,6 +182,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until a server listens on ``port`` (a scheduler started in a fresh venv first compiles
+    distributed's bytecode, which took more than the client's 5 s connect timeout in CI)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the scheduler exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no scheduler listening on port {port} after {timeout} s")
+
+
 def test_run_on_an_existing_distributed_scheduler(small_store, tmp_path, capsys):
     port = _free_port()
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
@@ -219,6 +232,7 @@ def test_run_on_an_existing_distributed_scheduler(small_store, tmp_path, capsys)
         env=env,
     )
     try:
+        _wait_for_port(port, sched)  # the worker keeps retrying until the scheduler is up
         out = tmp_path / "remote.zarr"
         code, _, err = run_cli(
             ["precompute", *SMALL, "--scheduler", f"tcp://127.0.0.1:{port}", "--out", str(out)],
