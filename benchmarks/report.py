@@ -259,7 +259,8 @@ def gpu_section(sweep: dict, e2e: dict | None) -> list[str]:
         }
         rows += [
             f"End to end on the same device kind ({e2e['machine']['cuda']}, {e2e['machine']['date']}), "
-            "with the current `simulate_block` (tuples gathered on the GPU, one copy per block): "
+            "with `simulate_block` gathering the tuples on the GPU and copying each block once "
+            "(commit 995dfe0; its later small changes were not run on a GPU): "
             "`run_precompute` with 1 worker (one per GPU) vs the same blocks simulated in memory on "
             "the GPU; fastest of 2 runs, which gave byte-identical stores.",
             "",
