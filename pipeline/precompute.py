@@ -28,6 +28,7 @@ from orient.storage.store import (
     local_path,
     shared_between_processes,
     tmp_epoch_name,
+    writer_lock,
 )
 
 from .blocks import Plan, bytes_per_tuple, make_plan
@@ -408,10 +409,14 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     t0 = time.perf_counter()
     tuples = blocks = 0
     # connect before writing anything: a scheduler that does not answer leaves no store behind
-    with dask_client(cfg.workers, cfg.scheduler, cfg.device) as client:
+    with (
+        dask_client(cfg.workers, cfg.scheduler, cfg.device) as client,
+        contextlib.ExitStack() as held,
+    ):
         if private and any(pid != os.getpid() for pid in client.run(os.getpid).values()):
             raise _private_store_error(cfg.out)
         if cfg.resume:
+            held.enter_context(writer_lock(cfg.out))
             store = TupleStore.open(cfg.out, mode="r+")
             log(f"resuming {cfg.out}")
             if removed := store.remove_partial_files():
@@ -420,9 +425,12 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
                 store.update_meta(epochs_planned=cfg.epochs)  # a resume that adds epochs
         else:
             meta = _meta(cfg, ds, train, test, plan)
+            with writer_lock(cfg.out):  # --overwrite: not a store that another command writes
+                pass
             store = TupleStore.create(
                 cfg.out, meta, process, x0, train, test, ds.data[test], overwrite=cfg.overwrite
             )
+            held.enter_context(writer_lock(cfg.out))
             if ds.metadata is not None:
                 _write_metadata(store, ds, train)
         log(

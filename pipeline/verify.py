@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from orient.storage.store import TupleStore, block_digest, read_block, write_block
+from orient.storage.store import TupleStore, block_digest, read_block, write_block, writer_lock
 
 from .blocks import Plan, simulate_block
 from .progress import Progress
@@ -61,8 +62,14 @@ def verify_store(
 ) -> list[GroupReport]:
     """Check every block of every tuple group; recompute ``recompute`` blocks per group from seeds.
 
-    With ``repair``, damaged (and not-done) blocks are simulated again and rewritten.
+    With ``repair``, damaged (and not-done) blocks are simulated again and rewritten, under the
+    store's writer lock.
     """
+    with writer_lock(url) if repair else contextlib.nullcontext():
+        return _verify_store(url, repair, recompute, seed)
+
+
+def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[GroupReport]:
     store = TupleStore.open(url, mode="r+" if repair else "r")
     device = store.meta.get("device", "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

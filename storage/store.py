@@ -17,9 +17,12 @@ Every chunk carries a CRC32C checksum; ``done[b] = 1`` is written after all of b
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -378,6 +381,32 @@ def read_block(
 def _write_whole(g: zarr.Group, name: str, a: np.ndarray) -> None:
     arr = g.create_array(name, shape=a.shape, dtype=a.dtype, compressors=_checked(), fill_value=0)
     arr[...] = a
+
+
+@contextlib.contextmanager
+def writer_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock on a local store while one command writes it (precompute, verify
+    --repair, re-caching); a second gets a one-line error instead of racing the first (a resume
+    deletes the temporary files of interrupted writes, which would be the other's live ones).
+
+    ``flock`` on the store's directory: released when the process ends, however it ends. Stores
+    on other file systems are not locked (give each one writer).
+    """
+    if not is_local(url) or not os.path.isdir(local_path(url)):
+        yield
+        return
+    fd = os.open(local_path(url), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(
+                f"{url} is being written by another orient command (precompute, verify --repair "
+                "or train --recache); run this one after it ends"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def filesystem(url: str) -> tuple[Any, str]:

@@ -367,3 +367,32 @@ def test_summary_counts_the_chains_simulated_not_block_slots(tmp_path):
     assert n_train % SMALL_CONFIG["max_batch"] != 0  # a partly filled last block
     assert s.chain_steps == n_train * SMALL_CONFIG["steps"]
     assert s.tuples == n_train * SMALL_CONFIG["steps"]
+
+
+def test_a_store_being_written_is_not_written_by_a_second_command(small_store, tmp_path, capsys):
+    """While one command holds a store's writer lock, --resume, --overwrite and verify --repair
+    stop with one line and touch nothing (a resume would delete the other's temporary files)."""
+    from orient.storage.store import writer_lock
+
+    store = tmp_path / "busy.zarr"
+    shutil.copytree(small_store, store)
+    live = store / "full" / "x_t" / "c" / "0" / "0" / "0" / "0" / ".0.cafe.partial"
+    live.parent.mkdir(parents=True, exist_ok=True)
+    live.write_bytes(b"a write in flight")
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*")}
+    with writer_lock(str(store)):
+        for args in (
+            ["precompute", *SMALL, "--out", str(store), "--resume"],
+            ["precompute", *SMALL, "--out", str(store), "--overwrite"],
+            ["verify", str(store), "--repair"],
+        ):
+            code, _, err = run_cli(args, capsys)
+            last = err.strip().splitlines()[-1]
+            assert code != 0 and "being written by another orient command" in last, err
+            assert "Traceback" not in err
+        assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before
+        code, _, err = run_cli(["verify", str(store)], capsys)  # reading needs no lock
+        assert code == 0, err
+    code, _, err = run_cli(["precompute", *SMALL, "--out", str(store), "--resume"], capsys)
+    assert code == 0, err
+    assert not live.exists()

@@ -15,7 +15,7 @@ from typing import Any
 
 from orient.pipeline.blocks import Plan
 from orient.pipeline.precompute import dask_client, write_epoch
-from orient.storage.store import StoreError, TupleStore, epoch_name
+from orient.storage.store import StoreError, TupleStore, epoch_name, writer_lock
 
 
 class Recacher:
@@ -30,11 +30,12 @@ class Recacher:
             raise ValueError(
                 "--keep-epochs must be >= 2 (the epoch being read and the one being written)"
             )
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(writer_lock(store.url))
         self.store = TupleStore.open(store.url, mode="r+")
         self.keep = keep_epochs
         self.log = log
         self.device = store.meta.get("device", "cpu")
-        self._stack = contextlib.ExitStack()
         self.client = self._stack.enter_context(dask_client(workers, None, self.device))
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recache")
         self.pending: dict[int, Future] = {}
