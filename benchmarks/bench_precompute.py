@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from common import save, timed
 
-from orient.pipeline.blocks import Plan, derive_seed, emit_matrix
+from orient.pipeline.blocks import Plan, block_start, run_chains
 from orient.pipeline.precompute import WORKER_ENV, PrecomputeConfig, run_precompute
 from orient.storage.store import TupleStore
 
@@ -41,36 +41,10 @@ _W: dict = {}
 
 
 def simulate_in_memory(process, x0: np.ndarray, plan: Plan, b: int, device: str = "cpu") -> int:
-    """The exact simulation of block b (same draws, same loop as simulate_block), without encoding
-    or writing."""
-    chains = plan.block_chains(b)
-    rng = np.random.default_rng(derive_seed(plan.seed, 0, b, "order"))
-    g = torch.Generator(device=device).manual_seed(derive_seed(plan.seed, 0, b, "noise"))
-    x = process.data_to_state(torch.from_numpy(x0[chains]).to(device))
-    E = emit_matrix(plan, len(chains), rng)
-    n, emitted = len(chains), 0
-    with torch.no_grad():
-        for t in range(1, plan.T + 1):
-            emitting = np.flatnonzero(E[:, t - 1])
-            m = len(emitting)
-            x_next = x if m in (0, n) else torch.empty_like(x)
-            if m:
-                idx = torch.from_numpy(emitting).to(device, non_blocking=True)
-                xe = x if m == n else x.index_select(0, idx)
-                tr = process.sample_transitions(xe, t, plan.M, g)
-                emitted += m
-                if m == n:
-                    x_next = tr.x[0]
-                else:
-                    x_next.index_copy_(0, idx, tr.x[0])
-            if m < n:
-                if m == 0:
-                    x_next = process.step(x, t, g)
-                else:
-                    rest = torch.from_numpy(np.flatnonzero(~E[:, t - 1])).to(device)
-                    x_next.index_copy_(0, rest, process.step(x.index_select(0, rest), t, g))
-            x = x_next
-    return emitted
+    """The exact simulation of block b (the same draws and the same loop as simulate_block),
+    without encoding or writing; returns the tuples it would emit."""
+    _, E, _, g, x = block_start(process, x0, plan, 0, b, device)
+    return sum(len(emitting) for _, emitting, _, _ in run_chains(process, x, E, plan.M, g))
 
 
 def _init(url: str) -> None:

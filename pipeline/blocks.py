@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from orient.dynamics import Process
+from orient.dynamics import Process, Transitions
 from orient.storage.chunkio import page_aligned
 from orient.storage.codecs import ENCODINGS, carrier_view, encode_tensor, state_encoding
 from orient.storage.store import Layout
@@ -166,6 +167,49 @@ def block_buffers(plan: Plan) -> dict[str, np.ndarray]:
     }
 
 
+def block_start(
+    process: Process, x0: np.ndarray, plan: Plan, epoch: int, block: int, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray, np.random.Generator, torch.Generator, Tensor]:
+    """Block ``block``'s chains, emission matrix E, order stream (next draw: the stored order),
+    noise generator and initial states: every random stream keyed by (seed, epoch, block)."""
+    chains = plan.block_chains(block)
+    rng = np.random.default_rng(derive_seed(plan.seed, epoch, block, "order"))
+    g = torch.Generator(device=device).manual_seed(derive_seed(plan.seed, epoch, block, "noise"))
+    x = process.data_to_state(torch.from_numpy(np.ascontiguousarray(x0[chains])).to(device))
+    return chains, emit_matrix(plan, len(chains), rng), rng, g, x
+
+
+@torch.no_grad()
+def run_chains(
+    process: Process, x: Tensor, E: np.ndarray, M: int, g: torch.Generator
+) -> Iterator[tuple[int, np.ndarray, Tensor, Transitions]]:
+    """Run chains x through T = E.shape[1] steps. At each step where some chains emit (E[:, t - 1]),
+    yield (t, their rows, their x_{t-1}, their M transitions) before the chains move on; the first
+    draw becomes their x_t, the other chains take one plain step. The emitting rows come from the
+    host-side E, so no step waits for the device."""
+    n = x.shape[0]
+    for t in range(1, E.shape[1] + 1):
+        emitting = np.flatnonzero(E[:, t - 1])
+        m = len(emitting)
+        x_next = x if m in (0, n) else torch.empty_like(x)
+        if m:
+            idx = torch.from_numpy(emitting).to(x.device, non_blocking=True)
+            xe = x if m == n else x.index_select(0, idx)
+            tr = process.sample_transitions(xe, t, M, g)
+            yield t, emitting, xe, tr
+            if m == n:
+                x_next = tr.x[0]
+            else:
+                x_next.index_copy_(0, idx, tr.x[0])
+        if m < n:
+            if m == 0:
+                x_next = process.step(x, t, g)
+            else:
+                rest = torch.from_numpy(np.flatnonzero(~E[:, t - 1])).to(x.device)
+                x_next.index_copy_(0, rest, process.step(x.index_select(0, rest), t, g))
+        x = x_next
+
+
 def simulate_block(
     process: Process,
     x0: np.ndarray,
@@ -185,20 +229,14 @@ def simulate_block(
 
     Each step's encoded tuples go straight to their stored rows: on the CPU into ``out`` itself (by
     numpy assignment, ~8x faster there than ``index_copy_``), on a GPU into a block-sized buffer
-    there (``staged``; None: on any device but the CPU), copied to ``out`` once at the end. Which
-    chains emit at which step is known on the host beforehand, so no step waits for the device.
+    there (``staged``; None: on any device but the CPU), copied to ``out`` once at the end.
     """
-    chains = plan.block_chains(block)
-    rng = np.random.default_rng(derive_seed(plan.seed, epoch, block, "order"))
-    g = torch.Generator(device=device).manual_seed(derive_seed(plan.seed, epoch, block, "noise"))
-    x = process.data_to_state(torch.from_numpy(np.ascontiguousarray(x0[chains])).to(device))
-    E = emit_matrix(plan, len(chains), rng)
+    chains, E, rng, g, x = block_start(process, x0, plan, epoch, block, device)
     enc = {"x_prev": state_encoding(plan.periodic), "x_t": state_encoding(plan.periodic)}
     enc["score"] = "scaled-f16"
     # the stored order is drawn up front, so each step's tuples go straight to their final rows
     rows = np.empty(int(E.sum()), dtype=np.int64)
     rows[rng.permutation(len(rows))] = np.arange(len(rows))
-    M, n = plan.M, len(chains)
     out = out if out is not None else block_buffers(plan)
     for a in out.values():
         a[len(rows) :] = 0  # padding rows; every other row is written below
@@ -220,34 +258,15 @@ def simulate_block(
             host[key].numpy()[r] = e.contiguous().numpy()
 
     k = 0
-    with torch.no_grad():
-        for t in range(1, plan.T + 1):
-            emitting = np.flatnonzero(E[:, t - 1])
-            m = len(emitting)
-            x_next = x if m in (0, n) else torch.empty_like(x)
-            if m:
-                idx = torch.from_numpy(emitting).to(device, non_blocking=True)
-                xe = x if m == n else x.index_select(0, idx)
-                tr = process.sample_transitions(xe, t, M, g)
-                r_np = rows[k : k + m]
-                k += m
-                r_dev = torch.from_numpy(r_np).to(device, non_blocking=True) if staged else None
-                put("x_prev", r_np, r_dev, xe)
-                put("x_t", r_np, r_dev, tr.x.transpose(0, 1))
-                put("score", r_np, r_dev, tr.score.transpose(0, 1).mul_(scales[t - 1]))
-                out["t"][r_np] = t
-                out["src"][r_np] = chains[emitting]
-                if m == n:
-                    x_next = tr.x[0]
-                else:
-                    x_next.index_copy_(0, idx, tr.x[0])
-            if m < n:
-                if m == 0:
-                    x_next = process.step(x, t, g)
-                else:
-                    rest = torch.from_numpy(np.flatnonzero(~E[:, t - 1])).to(device)
-                    x_next.index_copy_(0, rest, process.step(x.index_select(0, rest), t, g))
-            x = x_next
+    for t, emitting, xe, tr in run_chains(process, x, E, plan.M, g):
+        r = rows[k : k + len(emitting)]
+        k += len(emitting)
+        r_dev = torch.from_numpy(r).to(device, non_blocking=True) if staged else None
+        put("x_prev", r, r_dev, xe)
+        put("x_t", r, r_dev, tr.x.transpose(0, 1))
+        put("score", r, r_dev, tr.score.transpose(0, 1).mul_(scales[t - 1]))
+        out["t"][r] = t
+        out["src"][r] = chains[emitting]
     if staged:
         for key, v in host.items():
             v[: len(rows)].copy_(dev[key][: len(rows)])
