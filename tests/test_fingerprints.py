@@ -107,6 +107,23 @@ def test_documented_example_slice_equals_full_run():
     np.testing.assert_array_equal(generate_fingerprints(10, start=5), generate_fingerprints(15)[5:])
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_bytes_do_not_depend_on_rendering_threads(monkeypatch, threads):
+    """Batches rendered side by side (3 threads, 4 batches) or one after another (1 thread, and
+    one torch thread) give the same bytes as the default."""
+    import orient.pipeline.fingerprints as fp
+
+    default = generate_fingerprints(57, size=24, seed=3)
+    monkeypatch.setattr(fp, "_cores", lambda: threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1 if threads == 1 else previous)
+    try:
+        again = generate_fingerprints(57, size=24, seed=3)
+    finally:
+        torch.set_num_threads(previous)
+    assert default.tobytes() == again.tobytes()
+
+
 @settings(max_examples=6, deadline=None)
 @given(st.integers(0, 1000), st.integers(1, 6), st.integers(1, 6), st.integers(0, 99))
 def test_any_split_reproduces_the_same_images(start, n1, n2, seed):
