@@ -105,7 +105,11 @@ def make_plan(
     max_batch: int = 64,
     block_memory: int = DEFAULT_BLOCK_MEMORY,
 ) -> Plan:
-    """Choose chains per block (bounded by ``max_batch`` and memory) and the chunk size."""
+    """Choose chains per block (at most ``max_batch`` and ``block_memory``) and the chunk size.
+
+    Chains are spread evenly over the fewest blocks, and each block's tuples over the fewest
+    chunks, so padding is less than one chain per block plus one row per chunk.
+    """
     if mode not in ("full", "epoch"):
         raise ValueError(f"unknown cache mode {mode!r} (full, epoch)")
     if M < 1:
@@ -117,11 +121,12 @@ def make_plan(
     probe = Plan(mode, n_chains, T, M, seed, tuple(state_shape), periodic, every, tuples_per_chain)
     kept = probe.kept_per_chain
     bpt = bytes_per_tuple(tuple(state_shape), M, periodic)
-    cpb = max(1, min(max_batch, n_chains, block_memory // max(1, kept * bpt)))
+    most = max(1, min(max_batch, n_chains, block_memory // max(1, kept * bpt)))
+    cpb = math.ceil(n_chains / math.ceil(n_chains / most))  # chains spread evenly over blocks
     raw = cpb * kept
     x_t_bytes = bpt * M // (1 + 2 * M) + 1
     target = max(1, min(MAX_CHUNK_TUPLES, CHUNK_BYTES // x_t_bytes, raw))
-    chunk = next((c for c in range(target, max(1, target // 2) - 1, -1) if raw % c == 0), target)
+    chunk = math.ceil(raw / math.ceil(raw / target))  # fewest chunks, then fewest padding rows
     tpb = math.ceil(raw / chunk) * chunk
     return Plan(
         mode,

@@ -91,6 +91,10 @@ def test_plan_blocks_partition_chains_and_align_to_chunks(
     chains = np.concatenate([plan.block_chains(b) for b in range(plan.n_blocks)])
     assert np.array_equal(np.sort(chains), np.arange(n_chains))  # a partition
     assert plan.chains_per_block <= max_batch
+    # padding: less than one chain per block, plus less than one row per chunk
+    assert plan.n_blocks * plan.chains_per_block - n_chains < plan.n_blocks
+    chunks = plan.tuples_per_block // plan.chunk_tuples
+    assert plan.tuples_per_block - plan.chains_per_block * plan.kept_per_chain < chunks
 
 
 @given(
