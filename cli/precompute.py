@@ -48,7 +48,7 @@ def precompute(
     steps: Annotated[
         int | None,
         typer.Option(
-            help="Number of forward steps T [default: 100; spde-*: enough for the explicit scheme's stability limit]."
+            help="Number of forward steps T (default: 100; spde-*: enough for the explicit scheme's stability limit)."
         ),
     ] = None,
     process: Annotated[
@@ -71,7 +71,7 @@ def precompute(
     disk_budget: Annotated[
         str | None,
         typer.Option(
-            help="Per-epoch mode: total size for all epochs (e.g. 2G); picks tuples per chain."
+            help="Per-epoch mode: bytes of tuples for all epochs (e.g. 2G; the sources, chunk padding and checksums come on top); picks tuples per chain."
         ),
     ] = None,
     epochs: Annotated[
@@ -120,7 +120,7 @@ def precompute(
     max_batch: Annotated[
         int | None,
         typer.Option(
-            help="Most chains simulated together in one task [default: 64 on the CPU, 1024 on CUDA]."
+            help="Most chains simulated together in one task (default: 64 on the CPU, 1024 on CUDA)."
         ),
     ] = None,
 ) -> None:
@@ -200,10 +200,14 @@ def store_info(url: str) -> dict[str, Any]:
         "seed": m["seed"],
         "M": m["M"],
         "tuples_per_chain": _kept_per_chain(m["plan"]),
+        "every": m["plan"].get("every", 1) if m["mode"] == "full" else None,
         "epochs": store.epochs(),
+        "epochs_planned": m.get("epochs_planned", 0),
         "groups": groups,
         "tuples": sum(g["tuples"] for g in groups.values()),
-        "complete": all(g["done"] == g["blocks"] for g in groups.values()) and bool(groups),
+        "complete": all(g["done"] == g["blocks"] for g in groups.values())
+        and bool(groups)
+        and len(store.epochs()) >= m.get("epochs_planned", 0),
         "bytes_on_disk": store.nbytes_on_disk(),
         "format_version": m["format_version"],
         "software": m["software"],
@@ -232,12 +236,18 @@ def info(
         f"store:    {d['store']} (format {d['format_version']}, orient {d['software']['orient']})"
     )
     print(f"process:  {d['process']}  hash {d['process_hash'][:16]}")
+    if ends := d["process_config"].get("endpoints"):
+        print("schedule: " + ", ".join(f"{k} {a:g} -> {b:g}" for k, (a, b) in ends.items()))
     print(
         f"data set: {ds['name']} {json.dumps(ds.get('params', {}))}  split {d['split']['n_train']} train / {d['split']['n_test']} test"
     )
+    every = f" (every {d['every']} steps)" if (d["every"] or 1) > 1 else ""
     print(
-        f"mode:     {d['mode']}, M={d['M']}, {d['tuples_per_chain']} tuples/chain, seed {d['seed']}"
+        f"mode:     {d['mode']}, M={d['M']}, {d['tuples_per_chain']} tuples/chain{every}, "
+        f"seed {d['seed']}"
     )
+    if d["epochs_planned"]:
+        print(f"epochs:   {len(d['epochs'])} of {d['epochs_planned']} planned written")
     for name, g in d["groups"].items():
         print(f"  {name}: {g['tuples']:,} tuples, {g['done']}/{g['blocks']} blocks done")
     print(
@@ -254,19 +264,33 @@ def verify(
     ] = 2,
 ) -> None:
     """Check every checksum, marker and block digest; recompute a sample of blocks from seeds."""
-    from orient.pipeline.verify import verify_store
+    from orient.pipeline.verify import Unrepairable, verify_store
 
-    reports = verify_store(store, repair=repair, recompute=recompute)
+    try:
+        reports = verify_store(store, repair=repair, recompute=recompute)
+    except Unrepairable as exc:
+        print(f"orient: error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
     for r in reports:
         print(r.line())
     bad = [
         r
         for r in reports
-        if not r.ok and not (repair and set(r.repaired) >= set(r.damaged) | set(r.incomplete))
+        if not r.ok
+        and not (
+            repair and not r.unwritten and set(r.repaired) >= set(r.damaged) | set(r.incomplete)
+        )
     ]
-    if bad:
+    if any(not r.unwritten for r in bad):
         print(
             f"orient: error: {store} has damaged or unfinished blocks; run `orient verify {store} --repair`",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
+    if bad:
+        print(
+            f"orient: error: {store}: {len(bad)} planned epoch(s) not written yet; finish them "
+            "with the `orient precompute` command that made the store, adding --resume",
             file=sys.stderr,
         )
         raise typer.Exit(1)

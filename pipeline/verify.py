@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from orient.storage.store import TupleStore, block_digest, read_block, write_block, writer_lock
+from orient.storage.store import (
+    StoreError,
+    TupleStore,
+    block_digest,
+    damage,
+    epoch_name,
+    read_block,
+    write_block,
+    writer_lock,
+)
 
 from .blocks import Plan, simulate_block
 from .progress import Progress
@@ -23,6 +32,7 @@ class GroupReport:
     recomputed: list[int] = field(default_factory=list)
     mismatched: list[int] = field(default_factory=list)  # differs from a fresh simulation
     repaired: list[int] = field(default_factory=list)
+    unwritten: bool = False  # a planned epoch that was never begun (precompute --resume writes it)
 
     @property
     def damaged(self) -> list[int]:
@@ -30,9 +40,11 @@ class GroupReport:
 
     @property
     def ok(self) -> bool:
-        return not self.incomplete and not self.damaged
+        return not self.incomplete and not self.damaged and not self.unwritten
 
     def line(self) -> str:
+        if self.unwritten:
+            return f"{self.name}: NOT WRITTEN (planned; `orient precompute --resume` writes it)"
         status = "ok" if self.ok else "DAMAGED" if self.damaged else "INCOMPLETE"
         parts = [f"{self.name}: {status}", f"{self.blocks} blocks"]
         if self.incomplete:
@@ -57,6 +69,18 @@ def simulate(process, x0, plan, epoch, block, device) -> dict[str, np.ndarray]:
         torch.set_num_threads(threads)
 
 
+def _markers(g, n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:  # noqa: ANN001
+    """Each block's done marker and digest, read one chunk at a time so that one damaged chunk
+    marks only its own block (as not done, and corrupted)."""
+    done, digests, bad = np.zeros(n, dtype=bool), np.zeros((n, 4), dtype=np.uint8), []
+    for b in range(n):
+        try:
+            done[b], digests[b] = bool(g["done"][b]), g["digest"][b]
+        except ValueError:  # checksum mismatch
+            bad.append(b)
+    return done, digests, bad
+
+
 def verify_store(
     url: str, repair: bool = False, recompute: int = 2, seed: int = 0
 ) -> list[GroupReport]:
@@ -69,6 +93,10 @@ def verify_store(
         return _verify_store(url, repair, recompute, seed)
 
 
+class Unrepairable(StoreError):
+    """Damage that the store cannot mend from itself (its sources, process, metadata)."""
+
+
 def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[GroupReport]:
     store = TupleStore.open(url, mode="r+" if repair else "r")
     device = store.meta.get("device", "cpu")
@@ -76,6 +104,14 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
         raise ValueError(
             f"{url} was written on {device}; verify and repair it on a machine with CUDA"
         )
+    rebuild = (
+        "; the store cannot be repaired from itself: rebuild it (`orient precompute --overwrite`)"
+    )
+    try:  # what every block is recomputed from: read whole, every chunk's CRC checked
+        for path in store.own_arrays():
+            store.read_array(path)
+    except StoreError as exc:
+        raise Unrepairable(f"{exc}{rebuild}") from None
     process = store.process().to(device)
     x0 = store.source()
     plan = Plan.from_json(store.meta["plan"])
@@ -84,13 +120,20 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
     ]
     reports = []
     for name in names:
-        g = store.group(name)
+        try:
+            g = store.group(name)
+            for key in ("x_prev", "x_t", "score", "t", "src", "done", "digest"):
+                g[key]  # noqa: B018 (opening parses the array's zarr.json)
+        except (ValueError, KeyError) as exc:
+            raise Unrepairable(f"{url}: {name}/{key} is damaged ({damage(exc)}){rebuild}") from None
         epoch = int(name.split("/")[1].replace(".tmp-", "")) if name.startswith("epochs/") else 0
-        done = store.done_blocks(name)
-        digests = np.asarray(g["digest"][...])
+        done, digests, bad_markers = _markers(g, plan.n_blocks)
         rep = GroupReport(name, plan.n_blocks, incomplete=[int(b) for b in np.flatnonzero(~done)])
+        rep.corrupted += bad_markers  # a damaged done marker or digest: the block is rewritten
         bar = Progress(plan.n_blocks, f"verify {name}", unit="blocks")
         for b in np.flatnonzero(done):
+            if int(b) in bad_markers:
+                continue
             try:
                 arrays = read_block(g, int(b))
                 if not np.array_equal(block_digest(arrays, plan.chunk_tuples), digests[b]):
@@ -111,4 +154,9 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
                 write_block(g, b, simulate(process, x0, plan, epoch, b, device))
                 rep.repaired.append(b)
         reports.append(rep)
+    # epochs planned (recorded, and raised by a resume that adds epochs) but never begun
+    begun = {int(n.split("/")[1].replace(".tmp-", "")) for n in names if n.startswith("epochs/")}
+    for e in range(store.meta.get("epochs_planned", 0)):
+        if e not in begun:
+            reports.append(GroupReport(epoch_name(e), plan.n_blocks, unwritten=True))
     return reports

@@ -43,6 +43,15 @@ TUPLE_ARRAYS = ("x_prev", "x_t", "score", "t", "src")
 TRAINING_ARRAYS = ("x_t", "score", "t")
 
 
+def damage(exc: Exception) -> str:
+    """What a read error says about a store's bytes, in a few words."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"unreadable metadata: {exc.msg}"
+    if "checksum" in str(exc).lower():
+        return "checksum mismatch"
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+
+
 class StoreError(ValueError):
     """A store that is missing, incomplete, corrupted or incompatible (one-line message)."""
 
@@ -170,7 +179,7 @@ class TupleStore:
     def process(self) -> Process:
         """Rebuild exactly the process that wrote this store."""
         bufs = {
-            name: torch.from_numpy(np.asarray(self.root[f"process/{name}"][...]))
+            name: torch.from_numpy(self.read_array(f"process/{name}"))
             for name in self.meta["process"].get("buffers", {})
         }
         proc = process_from_config(self.meta["process"], bufs)
@@ -206,21 +215,40 @@ class TupleStore:
 
         if "tables" not in self.root.group_keys() or name not in self.root["tables"].array_keys():
             return None
-        raw = np.asarray(self.root[f"tables/{name}"][...]).tobytes()
+        raw = self.read_array(f"tables/{name}").tobytes()
         return pq.read_table(pa.BufferReader(raw))
 
     def source(self) -> np.ndarray:
         """The training split's data, one row per chain (data space)."""
-        return np.asarray(self.root["source/x0"][...])
+        return self.read_array("source/x0")
+
+    def read_array(self, path: str) -> np.ndarray:
+        """The whole array at ``path``. Damage (a chunk whose CRC32C does not match, unreadable
+        metadata) is a one-line StoreError that names the array."""
+        try:
+            return np.asarray(self.root[path][...])
+        except KeyError:
+            raise StoreError(f"{self.url} has no array {path}") from None
+        except ValueError as exc:  # zarr's checksum mismatch; json.JSONDecodeError
+            raise StoreError(f"{self.url}: {path} is damaged ({damage(exc)})") from None
+
+    def own_arrays(self) -> list[str]:
+        """Paths of the arrays outside the tuple groups: process buffers, sources, split, tables."""
+        out = []
+        for name in sorted(self.root.group_keys()):
+            if name in ("full", "epochs"):
+                continue
+            try:
+                out += [f"{name}/{key}" for key in sorted(self.root[name].array_keys())]
+            except ValueError as exc:  # an array's or the group's zarr.json
+                raise StoreError(f"{self.url}: {name} is damaged ({damage(exc)})") from None
+        return out
 
     def held_out(self) -> np.ndarray:
         """The held-out split's data (data space), never used for training."""
-        try:
-            return np.asarray(self.root["split/x0"][...])
-        except KeyError:
-            raise StoreError(
-                f"{self.url} holds no held-out data (written by an older orient)"
-            ) from None
+        if "split/x0" not in self.own_arrays():
+            raise StoreError(f"{self.url} holds no held-out data (written by an older orient)")
+        return self.read_array("split/x0")
 
     # -- tuple groups ------------------------------------------------------------------------------
     def create_tuple_group(self, name: str, layout: Layout) -> zarr.Group:
@@ -273,11 +301,11 @@ class TupleStore:
         return Layout.from_json(self.group(name).attrs["layout"])
 
     def done_blocks(self, name: str) -> np.ndarray:
-        return np.asarray(self.group(name)["done"][...]).astype(bool)
+        return self.read_array(f"{name}/done").astype(bool)
 
     def tuple_count(self, name: str) -> int:
         """Tuples in group ``name`` (rows with t > 0; padding rows and unwritten blocks have 0)."""
-        return int((np.asarray(self.group(name)["t"][...]) > 0).sum())
+        return int((self.read_array(f"{name}/t") > 0).sum())
 
     def update_meta(self, **changes: Any) -> None:
         """Change recorded metadata fields (e.g. ``epochs_planned`` when a resume adds epochs)."""

@@ -66,6 +66,70 @@ def test_corrupted_chunk_is_detected_and_repaired(small_store, tmp_path, capsys)
     assert_same_bytes(small_store, copy)
 
 
+def _flip_a_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_a_damaged_marker_is_its_blocks_damage_and_is_repaired(small_store, tmp_path, capsys):
+    """A done marker or a digest with a bad CRC marks its own block for rewriting (it used to stop
+    verify with zarr's unnamed checksum error)."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_store, copy)
+    _flip_a_byte(copy / "full" / "done" / "c" / "1")
+    _flip_a_byte(copy / "full" / "digest" / "c" / "0" / "0")
+    code, out, err = run_cli(["verify", str(copy)], capsys)
+    assert code == 1 and "corrupted [0, 1]" in out and "--repair" in err, out + err
+    code, out, err = run_cli(["verify", str(copy), "--repair"], capsys)
+    assert code == 0 and "repaired 2" in out, out + err
+    assert_same_bytes(small_store, copy)
+
+
+@pytest.mark.parametrize(
+    "damaged", ["source/x0/c/0/0/0/0", "split/x0/c/0/0/0/0", "full/x_t/zarr.json"]
+)
+def test_damage_that_cannot_be_repaired_is_named_in_one_line(
+    small_store, tmp_path, capsys, damaged
+):
+    """Sources, held-out data and array metadata are what blocks are recomputed from: verify (and
+    --repair) names the damaged array, says the store must be rebuilt, and changes nothing."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_store, copy)
+    if damaged.endswith(".json"):  # cut short: not JSON any more
+        text = (copy / damaged).read_text()
+        (copy / damaged).write_text(text[: len(text) // 2])
+    else:
+        _flip_a_byte(copy / damaged)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    for args in ([], ["--repair"]):
+        code, out, err = run_cli(["verify", str(copy), *args], capsys)
+        line = err.strip().splitlines()[-1]  # after verify's progress lines, if any
+        assert code == 1 and "Traceback" not in err and line.startswith("orient: error:"), err
+        assert damaged.rsplit("/", 1)[0].removesuffix("/c/0/0/0") in line and "rebuild" in line
+    assert before == {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+
+
+def test_planned_epochs_not_yet_written_make_a_store_incomplete(tmp_path, capsys):
+    """A run killed between epochs leaves whole epochs and no partial one: info and verify count
+    the epochs it planned, and the resume writes the rest."""
+    out = tmp_path / "ep.zarr"
+    args = ["precompute", *SMALL, "--tuples-per-chain", "2", "--out", str(out)]
+    code, _, err = run_cli([*args, "--epochs", "1"], capsys)
+    assert code == 0, err
+    from orient.storage.store import TupleStore
+
+    TupleStore.open(str(out), mode="r+").update_meta(epochs_planned=3)  # as if killed after one
+    code, info, _ = run_cli(["info", str(out)], capsys)
+    assert code == 0 and "1 of 3 planned written" in info and "complete: NO" in info
+    code, rep, err = run_cli(["verify", str(out), "--recompute", "0"], capsys)
+    assert code == 1 and rep.count("NOT WRITTEN") == 2 and "--resume" in err, rep + err
+    code, _, err = run_cli([*args, "--epochs", "3", "--resume"], capsys)
+    assert code == 0, err
+    code, info, _ = run_cli(["info", str(out)], capsys)
+    assert "3 of 3 planned written" in info and "complete: yes" in info
+
+
 def test_deleted_chunk_is_detected_by_block_digest(small_store, tmp_path, capsys):
     copy = tmp_path / "copy.zarr"
     shutil.copytree(small_store, copy)
