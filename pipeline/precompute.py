@@ -380,6 +380,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
             cfg = replace(cfg, max_batch=old.meta.get("options", {}).get("max_batch"))
     if cfg.max_batch is None:  # recorded in the store as resolved
         cfg = replace(cfg, max_batch=DEFAULT_MAX_BATCH[cfg.device.split(":")[0]])
+    if old is None and exists(cfg.out):  # before the data are loaded or generated
+        refuse_to_replace(cfg.out, cfg.overwrite)
     ds, train, test, process = prepare(cfg)
     for note in ds.notes:
         log(f"note: {note}")
@@ -404,8 +406,6 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     )
     if old is not None:
         check_resumable(old, process, ds, plan)
-    elif exists(cfg.out):
-        refuse_to_replace(cfg.out, cfg.overwrite)
     t0 = time.perf_counter()
     tuples = blocks = 0
     # connect before writing anything: a scheduler that does not answer leaves no store behind
@@ -428,15 +428,17 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
             with writer_lock(cfg.out):  # --overwrite: not a store that another command writes
                 pass
             store = TupleStore.create(
-                cfg.out, meta, process, x0, train, test, ds.data[test], overwrite=cfg.overwrite
-            )
+                cfg.out, meta, process, x0, train, test, ds.data[test],
+                overwrite=cfg.overwrite or exists(cfg.out),  # refuse_to_replace let it through
+            )  # fmt: skip
             held.enter_context(writer_lock(cfg.out))
             if ds.metadata is not None:
                 _write_metadata(store, ds, train)
         log(
-            f"precompute: {cfg.process} on {ds.name} ({len(train)} chains, T={process.T}, M={cfg.M}, "
-            f"{plan.mode} mode, {plan.kept_per_chain} tuples/chain, {plan.n_blocks} blocks of "
-            f"{plan.chains_per_block} chains) -> {cfg.out}"
+            f"precompute: {cfg.process} on {ds.name} ({plural(len(train), 'chain')}, T={process.T}, "
+            f"M={cfg.M}, {plan.mode} mode, {plan.kept_per_chain} tuples/chain, "
+            f"{plural(plan.n_blocks, 'block')} of "
+            f"{plural(plan.chains_per_block, 'chain')}) -> {cfg.out}"
         )
         if plan.mode == "full":
             if "full" not in store.root.group_keys():
@@ -464,6 +466,10 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         blocks_seconds,
         store_tuples=sum(store.tuple_count(g) for g in store.tuple_groups()),
     )
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _private_store_error(url: str) -> StoreError:

@@ -154,6 +154,14 @@ def test_existing_output_is_never_silently_replaced(small_store, tmp_path, capsy
     shutil.copytree(small_store, copy)
     code, _, err = run_cli(["precompute", *SMALL, "--out", str(copy)], capsys)
     one_line_error(code, err, "--resume", "--overwrite")
+    # refused before the data are read: here they are missing, and the store is what is named
+    missing = ["--dataset", "image-folder", "--data-dir", str(tmp_path / "nowhere")]
+    code, _, err = run_cli(["precompute", *missing, "--out", str(copy)], capsys)
+    one_line_error(code, err, "existing store")
+    empty = tmp_path / "empty"  # an empty folder holds nothing to lose: the store goes there
+    empty.mkdir()
+    code, _, err = run_cli(["precompute", *SMALL, "--out", str(empty)], capsys)
+    assert code == 0, err
 
 
 def test_resume_with_another_process_is_refused(small_store, tmp_path, capsys):
