@@ -25,6 +25,7 @@ from orient.storage.store import Layout
 DEFAULT_BLOCK_MEMORY = 512 * 2**20  # encoded tuples a task may hold before writing
 CHUNK_BYTES = 4 * 2**20  # target bytes of one x_t chunk
 MAX_CHUNK_TUPLES = 256
+PAGE = 4096  # direct I/O alignment (storage/chunkio.py)
 
 
 def derive_seed(*keys: int | str) -> int:
@@ -108,7 +109,8 @@ def make_plan(
     """Choose chains per block (at most ``max_batch`` and ``block_memory``) and the chunk size.
 
     Chains are spread evenly over the fewest blocks, and each block's tuples over the fewest
-    chunks, so padding is less than one chain per block plus one row per chunk.
+    chunks, so padding is less than one chain per block plus a few rows per chunk (chunks are
+    rounded up to whole pages of x_prev rows: two rows for 32 x 32 phases).
     """
     if mode not in ("full", "epoch"):
         raise ValueError(f"unknown cache mode {mode!r} (full, epoch)")
@@ -126,7 +128,12 @@ def make_plan(
     raw = cpb * kept
     x_t_bytes = bpt * M // (1 + 2 * M) + 1
     target = max(1, min(MAX_CHUNK_TUPLES, CHUNK_BYTES // x_t_bytes, raw))
-    chunk = math.ceil(raw / math.ceil(raw / target))  # fewest chunks, then fewest padding rows
+    # the fewest chunks, then the fewest padding rows, in whole pages of x_prev when that takes
+    # only a few rows (chunks of whole pages are written with direct I/O straight from the block)
+    row = math.prod(state_shape) * np.dtype(ENCODINGS[state_encoding(periodic)]).itemsize
+    q = PAGE // math.gcd(PAGE, row)
+    q = q if q <= max(1, target // 8) else 1
+    chunk = -(-math.ceil(raw / math.ceil(raw / target)) // q) * q
     tpb = math.ceil(raw / chunk) * chunk
     return Plan(
         mode,

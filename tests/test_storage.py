@@ -91,10 +91,13 @@ def test_plan_blocks_partition_chains_and_align_to_chunks(
     chains = np.concatenate([plan.block_chains(b) for b in range(plan.n_blocks)])
     assert np.array_equal(np.sort(chains), np.arange(n_chains))  # a partition
     assert plan.chains_per_block <= max_batch
-    # padding: less than one chain per block, plus less than one row per chunk
+    # padding: less than one chain per block, plus less than one page of x_prev rows per chunk
     assert plan.n_blocks * plan.chains_per_block - n_chains < plan.n_blocks
     chunks = plan.tuples_per_block // plan.chunk_tuples
-    assert plan.tuples_per_block - plan.chains_per_block * plan.kept_per_chain < chunks
+    q = 4096 // math.gcd(4096, side * side * 2)  # rows per page multiple (uint16 phases)
+    assert plan.tuples_per_block - plan.chains_per_block * plan.kept_per_chain < chunks * q
+    if q <= plan.chunk_tuples // 8:  # then chunks are whole pages, written straight from the block
+        assert plan.chunk_tuples * side * side * 2 % 4096 == 0
 
 
 @given(
