@@ -266,6 +266,8 @@ def verify(
     """Check every checksum, marker and block digest; recompute a sample of blocks from seeds."""
     from orient.pipeline.verify import Unrepairable, verify_store
 
+    if recompute < 0:
+        raise UserError(f"--recompute must be >= 0, got {recompute}")
     try:
         reports = verify_store(store, repair=repair, recompute=recompute)
     except Unrepairable as exc:
