@@ -131,9 +131,7 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
         rep = GroupReport(name, plan.n_blocks, incomplete=[int(b) for b in np.flatnonzero(~done)])
         rep.corrupted += bad_markers  # a damaged done marker or digest: the block is rewritten
         bar = Progress(plan.n_blocks, f"verify {name}", unit="blocks")
-        for b in np.flatnonzero(done):
-            if int(b) in bad_markers:
-                continue
+        for b in np.flatnonzero(done):  # a block with a damaged marker reads as not done
             try:
                 arrays = read_block(g, int(b))
                 if not np.array_equal(block_digest(arrays, plan.chunk_tuples), digests[b]):
