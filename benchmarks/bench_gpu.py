@@ -15,7 +15,7 @@ and the precompute stage end to end on the GPU, written down with the device nam
    same inputs (relative error), as does the CPU's float32 result.
 3. End to end: ``run_precompute`` on the GPU (1 worker) against the same blocks simulated in
    memory on the GPU (no encoding, no writes), per-epoch mode at paper A's T = 300 and full mode,
-   for several --max-batch values; tuples/s, chain-steps/s, MiB/s written, overhead; and whether
+   for several --max-batch, --io-threads and --block-memory values; tuples/s, chain-steps/s, MiB/s written, overhead; and whether
    two runs give byte-identical stores.
 
 Run: python benchmarks/bench_gpu.py [--device cuda] [--size 96] [--quick]
@@ -159,7 +159,39 @@ def agreement(name: str, device: str, size: int, steps: int | None) -> dict:
     return out
 
 
-def end_to_end(tmp: Path, device: str, cfg: dict, max_batch: int) -> dict:
+def copy_rates(device: str, nbytes: int = 512 * 2**20, repeats: int = 5) -> dict:
+    """GB/s of one block's copy from the device into page-aligned host memory (precompute's block
+    buffers), pageable and page-locked with cudaHostRegister (as pipeline/tasks.py does)."""
+    from orient.storage.chunkio import page_aligned
+
+    src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device=device)
+    host = page_aligned((nbytes,), "u1")
+    dst = torch.from_numpy(host)
+    rates = {}
+    for label in ("pageable", "pinned"):
+        if label == "pinned":
+            torch.cuda.cudart().cudaHostRegister(host.ctypes.data, host.nbytes, 0)
+        dst.copy_(src)  # first touch / warm-up
+        times = []
+        for _ in range(repeats):
+            sync(device)
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        rates[label] = nbytes / statistics.median(times) / 1e9
+    torch.cuda.cudart().cudaHostUnregister(host.ctypes.data)
+    print(
+        f"device -> host, {nbytes / 2**20:.0f} MiB: "
+        + ", ".join(f"{k} {v:.1f} GB/s" for k, v in rates.items()),
+        flush=True,
+    )
+    return {"bytes": nbytes, "GB_per_s": rates}
+
+
+def end_to_end(
+    tmp: Path, device: str, cfg: dict, max_batch: int, io_threads: int, block_memory: int
+) -> dict:
     """run_precompute on ``device`` (1 worker) vs the same blocks simulated in memory there."""
     runs = []
     for rep in range(2):
@@ -167,7 +199,15 @@ def end_to_end(tmp: Path, device: str, cfg: dict, max_batch: int) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
         s = run_precompute(
-            PrecomputeConfig(out=str(out), device=device, workers=1, max_batch=max_batch, **cfg),
+            PrecomputeConfig(
+                out=str(out),
+                device=device,
+                workers=1,
+                max_batch=max_batch,
+                io_threads=io_threads,
+                block_memory=block_memory,
+                **cfg,
+            ),
             log=print,
         )
         runs.append((time.perf_counter() - t0, s))
@@ -192,6 +232,8 @@ def end_to_end(tmp: Path, device: str, cfg: dict, max_batch: int) -> dict:
     s = runs[0][1]
     rec = {
         "max_batch": max_batch,
+        "io_threads": io_threads,
+        "block_memory": block_memory,
         "chains": plan.n_chains,
         "blocks": plan.n_blocks,
         "chains_per_block": plan.chains_per_block,
@@ -211,7 +253,8 @@ def end_to_end(tmp: Path, device: str, cfg: dict, max_batch: int) -> dict:
     }
     assert n == s.tuples, (n, s.tuples)
     print(
-        f"e2e max_batch={max_batch}: blocks {blocks_s:.2f} s vs in memory {min(mem):.2f} s "
+        f"e2e max_batch={max_batch} io_threads={io_threads} block_memory={block_memory >> 20} "
+        f"MiB: blocks {blocks_s:.2f} s vs in memory {min(mem):.2f} s "
         f"(overhead {rec['overhead']:+.0%}), {rec['tuples_per_s']:,.0f} tuples/s, "
         f"{rec['MiB_per_s_written']:,.0f} MiB/s, identical {rec['identical_bytes_two_runs']}",
         flush=True,
@@ -228,7 +271,11 @@ def main() -> None:
     ap.add_argument("--cpu-max-batch", type=int, default=1024)
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per sweep")
     ap.add_argument("--examples", type=int, default=2048, help="chains of the end-to-end runs")
-    ap.add_argument("--e2e-batches", default="64,1024", help="max_batch values end to end")
+    ap.add_argument(
+        "--e2e",
+        default="1024:1:512,1024:4:512,4096:4:2048",
+        help="end-to-end settings, MAX_BATCH:IO_THREADS:BLOCK_MEMORY_MIB[,...]",
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes: a check of the script")
     ap.add_argument("--skip-sweep", action="store_true", help="end to end only")
     ap.add_argument("--save-as", default="gpu", help="results file name (docs/benchmark-results)")
@@ -256,6 +303,8 @@ def main() -> None:
             )
         if not args.no_save:
             save(args.save_as, rec)  # each section as it is measured: a run cut short keeps them
+    if dev.startswith("cuda"):
+        rec["copy"] = copy_rates(dev)
     tmp = Path(tempfile.mkdtemp(prefix="orient-bench-gpu-"))
     base = {"data_options": {"n": args.examples, "size": args.size}, "M": args.samples, "seed": 0}
     configs = {
@@ -271,7 +320,8 @@ def main() -> None:
     try:
         for label, cfg in configs.items():
             rec["end_to_end"][label] = [
-                end_to_end(tmp, dev, cfg, int(mb)) for mb in args.e2e_batches.split(",")
+                end_to_end(tmp, dev, cfg, int(mb), int(io), int(bm) * 2**20)
+                for mb, io, bm in (v.split(":") for v in args.e2e.split(","))
             ]
             if not args.no_save:
                 save(args.save_as, rec)
@@ -297,7 +347,8 @@ def print_table(rec: dict) -> None:
     for label, runs in rec["end_to_end"].items():
         for r in runs:
             print(
-                f"{label:15s} max_batch {r['max_batch']:>5}: overhead {r['overhead']:+.0%}, "
+                f"{label:15s} max_batch {r['max_batch']:>5} io {r.get('io_threads', 1)} "
+                f"block {r.get('block_memory', 2**29) >> 20} MiB: overhead {r['overhead']:+.0%}, "
                 f"{r['tuples_per_s']:,.0f} tuples/s, {r['chain_steps_per_s']:,.0f} chain-steps/s, "
                 f"identical {r['identical_bytes_two_runs']}"
             )

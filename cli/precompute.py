@@ -123,6 +123,20 @@ def precompute(
             help="Most chains simulated together in one task (default: 64 on the CPU, 1024 on CUDA)."
         ),
     ] = None,
+    block_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Most encoded tuple bytes in one block, e.g. 2GiB; each worker holds two "
+            "(default: 512MiB)."
+        ),
+    ] = None,
+    io_threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads per worker checksumming and writing blocks; the bytes do not depend on "
+            "it (default: 1 on the CPU, 4 with CUDA)."
+        ),
+    ] = None,
 ) -> None:
     """Simulate the forward chains over a data set and write training tuples to a Zarr store."""
     from orient.pipeline.precompute import PrecomputeConfig, run_precompute
@@ -155,6 +169,8 @@ def precompute(
         scheduler=scheduler,
         device=device,
         max_batch=max_batch,
+        block_memory=parse_size(block_memory) if block_memory else None,
+        io_threads=io_threads,
         resume=resume,
         overwrite=overwrite,
     )

@@ -59,6 +59,8 @@ class PrecomputeConfig:
     scheduler: str | None = None
     device: str = "auto"  # cuda when available, else cpu
     max_batch: int | None = None  # chains per block at most; None: DEFAULT_MAX_BATCH[device type]
+    block_memory: int | None = None  # encoded bytes per block at most; None: DEFAULT_BLOCK_MEMORY
+    io_threads: int | None = None  # writer threads per worker; None: DEFAULT_IO_THREADS
     resume: bool = False
     overwrite: bool = False
 
@@ -101,6 +103,12 @@ class Summary:
 # (it is bound by kernel launches; docs/benchmarks.md, GPU section), so blocks there are larger; the
 # block memory limit (pipeline/blocks.py) still bounds them.
 DEFAULT_MAX_BATCH = {"cpu": 64, "cuda": 1024}
+# Encoded tuples one block may hold (each worker keeps two blocks in host memory, a GPU one more).
+DEFAULT_BLOCK_MEMORY = {"cpu": 512 * 2**20, "cuda": 512 * 2**20}
+# Threads per worker that checksum and write a block's shards. With CUDA the host's cores are
+# otherwise idle and one thread did not keep up with the GPU (docs/benchmarks.md, GPU section); on
+# the CPU every core simulates.
+DEFAULT_IO_THREADS = {"cpu": 1, "cuda": 4}
 
 
 def check_device(device: str) -> str:
@@ -151,7 +159,7 @@ def _meta(
     cfg: PrecomputeConfig, ds: DataSet, train: np.ndarray, test: np.ndarray, plan: Plan
 ) -> dict:
     options = asdict(cfg)
-    for transient in ("resume", "overwrite", "workers", "scheduler", "out"):
+    for transient in ("resume", "overwrite", "workers", "scheduler", "out", "io_threads"):
         options.pop(transient)
     return {
         "dataset": ds.identity,
@@ -276,7 +284,14 @@ def _warm_up() -> None:
 
 
 def _run_group(
-    client: Any, store: TupleStore, group: str, plan: Plan, epoch: int, device: str, label: str
+    client: Any,
+    store: TupleStore,
+    group: str,
+    plan: Plan,
+    epoch: int,
+    device: str,
+    label: str,
+    io_threads: int = 1,
 ) -> tuple[int, int]:
     """Run the blocks of ``group`` that are not done; returns (tuples written, blocks run).
 
@@ -305,6 +320,7 @@ def _run_group(
                     "device": device,
                     "process_hash": store.meta["process_hash"],
                     "threads": 1,
+                    "io_threads": io_threads,
                 }
                 for b in todo
             ]
@@ -339,7 +355,7 @@ def _run_group(
 
 
 def write_epoch(
-    client: Any, store: TupleStore, plan: Plan, epoch: int, device: str
+    client: Any, store: TupleStore, plan: Plan, epoch: int, device: str, io_threads: int = 1
 ) -> tuple[int, int]:
     """Write epoch ``epoch`` under a temporary name, then rename it into place (atomic locally).
 
@@ -350,7 +366,7 @@ def write_epoch(
     tmp = tmp_epoch_name(epoch)
     if tmp.split("/")[1] not in store.root["epochs"].group_keys():
         store.create_tuple_group(tmp, plan.layout())
-    n, b = _run_group(client, store, tmp, plan, epoch, device, f"epoch {epoch}")
+    n, b = _run_group(client, store, tmp, plan, epoch, device, f"epoch {epoch}", io_threads)
     store.rename_group(tmp, epoch_name(epoch))
     return n, b
 
@@ -378,8 +394,18 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         cfg = replace(cfg, device=resume_device(old, requested))
         if cfg.max_batch is None:
             cfg = replace(cfg, max_batch=old.meta.get("options", {}).get("max_batch"))
+        if cfg.block_memory is None:  # stores before it was recorded used 512 MiB
+            cfg = replace(cfg, block_memory=old.meta.get("options", {}).get("block_memory", 2**29))
+    kind = cfg.device.split(":")[0]
     if cfg.max_batch is None:  # recorded in the store as resolved
-        cfg = replace(cfg, max_batch=DEFAULT_MAX_BATCH[cfg.device.split(":")[0]])
+        cfg = replace(cfg, max_batch=DEFAULT_MAX_BATCH[kind])
+    if cfg.block_memory is None:
+        cfg = replace(cfg, block_memory=DEFAULT_BLOCK_MEMORY[kind])
+    if cfg.block_memory < 1:
+        raise ValueError(f"--block-memory must be positive, got {cfg.block_memory}")
+    if cfg.io_threads is not None and cfg.io_threads < 1:
+        raise ValueError(f"--io-threads must be >= 1, got {cfg.io_threads}")
+    io_threads = cfg.io_threads or DEFAULT_IO_THREADS[kind]
     if old is None and exists(cfg.out):  # before the data are loaded or generated
         refuse_to_replace(cfg.out, cfg.overwrite)
     ds, train, test, process = prepare(cfg)
@@ -403,6 +429,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         every=cfg.every,
         tuples_per_chain=k,
         max_batch=cfg.max_batch,
+        block_memory=cfg.block_memory,
     )
     if old is not None:
         check_resumable(old, process, ds, plan)
@@ -444,13 +471,15 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
             if "full" not in store.root.group_keys():
                 store.create_tuple_group("full", plan.layout())
             t1 = time.perf_counter()
-            tuples, blocks = _run_group(client, store, "full", plan, 0, cfg.device, "full")
+            tuples, blocks = _run_group(
+                client, store, "full", plan, 0, cfg.device, "full", io_threads
+            )
             blocks_seconds = time.perf_counter() - t1
         else:
             blocks_seconds = 0.0
             for e in range(cfg.epochs or 1):
                 t1 = time.perf_counter()
-                n, b = write_epoch(client, store, plan, e, cfg.device)
+                n, b = write_epoch(client, store, plan, e, cfg.device, io_threads)
                 tuples, blocks = tuples + n, blocks + b
                 blocks_seconds += time.perf_counter() - t1
     seconds = time.perf_counter() - t0

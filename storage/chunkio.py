@@ -22,7 +22,9 @@ import math
 import mmap
 import os
 import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,8 @@ _ALIGN = 4096  # O_DIRECT needs block-aligned buffers, offsets and lengths; a pa
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _IOV_MAX = 512  # buffers per pwritev call (Linux allows 1024)
 _direct: dict[Path, bool] = {}  # array folder -> does its file system accept O_DIRECT?
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def checksum(data: np.ndarray | memoryview | bytes, crc: int = 0) -> int:
@@ -97,31 +101,57 @@ def _pages(nbytes: int) -> int:
     return -(-nbytes // _ALIGN) * _ALIGN
 
 
-def _write_chunks(fd: int, raw: np.ndarray, n: int, name: Path) -> tuple[int, list[int]]:
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``threads`` writer threads (one per size asked for, kept)."""
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="orient-io")
+        return _POOLS[threads]
+
+
+def _write_chunks(
+    fd: int, raw: np.ndarray, n: int, name: Path, threads: int = 1
+) -> tuple[int, list[int]]:
     """Write the ``n`` inner chunks of the shard ``raw`` and its index; returns (size, CRCs).
 
     Chunk i occupies ``[offset_i, offset_i + len + 4)``: its bytes, then their CRC32C; offsets are
     page-aligned. Chunks of whole pages in an aligned buffer go out straight from it, each
-    followed by a page that starts with its CRC, in one ``pwritev`` with the index. Any other
-    chunk is copied with its CRC into one reused page-padded slot and written on its own (so
-    staging holds one chunk, never a shard). Padding bytes are zeros, so files are reproducible.
+    followed by a page that starts with its CRC, in one ``pwritev`` per run of chunks (``threads``
+    runs, checksummed and written side by side), then the index. Any other chunk is copied with
+    its CRC into one reused page-padded slot and written on its own (so staging holds one chunk,
+    never a shard). Padding bytes are zeros, so files are reproducible whatever ``threads`` is.
     """
     step = raw.nbytes // n
     in_place = step % _ALIGN == 0 and raw.ctypes.data % _ALIGN == 0
     slot = step + _ALIGN if in_place else _pages(step + 4)
-    crcs, buffers = [], []
     pages = page_aligned((n * _ALIGN if in_place else slot,), "u1")
-    for i in range(n):
+
+    def run(lo: int, hi: int) -> list[int]:
+        """Checksum chunks lo..hi-1 and write them, each with its CRC page, in one pwritev."""
+        crcs, buffers = [], []
+        for i in range(lo, hi):
+            data = raw[i * step : (i + 1) * step]
+            crcs.append(checksum(data))
+            pages[i * _ALIGN : i * _ALIGN + 4] = np.frombuffer(crcs[-1].to_bytes(4, "little"), "u1")
+            buffers += [data, pages[i * _ALIGN : (i + 1) * _ALIGN]]
+        _pwritev_all(fd, buffers, lo * slot, name)
+        return crcs
+
+    crcs: list[int] = []
+    if in_place:
+        k = max(1, min(threads, n))
+        cuts = [n * j // k for j in range(k + 1)]
+        if k == 1:
+            crcs = run(0, n)
+        else:
+            for part in _pool(threads).map(run, cuts[:-1], cuts[1:]):
+                crcs += part
+    for i in range(0 if in_place else n):
         data = raw[i * step : (i + 1) * step]
         crcs.append(checksum(data))
-        crc = np.frombuffer(crcs[-1].to_bytes(4, "little"), np.uint8)
-        if in_place:
-            pages[i * _ALIGN : i * _ALIGN + 4] = crc
-            buffers += [data, pages[i * _ALIGN : (i + 1) * _ALIGN]]
-        else:
-            pages[:step] = data
-            pages[step : step + 4] = crc
-            _pwritev_all(fd, [pages], i * slot, name)
+        pages[:step] = data
+        pages[step : step + 4] = np.frombuffer(crcs[-1].to_bytes(4, "little"), np.uint8)
+        _pwritev_all(fd, [pages], i * slot, name)
     index = np.zeros((n, 2), "<u8")
     index[:, 0] = np.arange(n, dtype=np.uint64) * slot
     index[:, 1] = step + 4
@@ -129,10 +159,7 @@ def _write_chunks(fd: int, raw: np.ndarray, n: int, name: Path) -> tuple[int, li
     ib += checksum(ib).to_bytes(4, "little")
     tail = page_aligned((_pages(len(ib)),), "u1")
     tail[: len(ib)] = np.frombuffer(ib, np.uint8)
-    if in_place:
-        _pwritev_all(fd, [*buffers, tail], 0, name)
-    else:
-        _pwritev_all(fd, [tail], n * slot, name)
+    _pwritev_all(fd, [tail], n * slot, name)
     return n * slot + len(ib), crcs
 
 
@@ -152,7 +179,9 @@ def _pwritev_all(fd: int, buffers: list[np.ndarray], offset: int, name: Path) ->
             views[0] = views[0][k:]
 
 
-def _write_shard(path: Path, shard: np.ndarray, n_chunks: int, direct: bool) -> list[int]:
+def _write_shard(
+    path: Path, shard: np.ndarray, n_chunks: int, direct: bool, threads: int = 1
+) -> list[int]:
     """Write one shard file (``n_chunks`` inner chunks of ``shard``) via a temporary file;
     returns the chunks' CRC32Cs."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +190,8 @@ def _write_shard(path: Path, shard: np.ndarray, n_chunks: int, direct: bool) -> 
     try:
         fd = os.open(tmp, flags, 0o644)
         try:
-            size, crcs = _write_chunks(fd, shard.reshape(-1).view(np.uint8), n_chunks, tmp)
+            raw = shard.reshape(-1).view(np.uint8)
+            size, crcs = _write_chunks(fd, raw, n_chunks, tmp, threads)
             os.ftruncate(fd, size)  # the index page's padding
         finally:
             os.close(fd)
@@ -196,9 +226,10 @@ def chunk_checksums(data: np.ndarray, chunk_rows: int) -> list[int]:
     return [checksum(raw[i * step : (i + 1) * step]) for i in range(n)]
 
 
-def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> list[int]:
+def write_rows(arr: zarr.Array, start: int, data: np.ndarray, threads: int = 1) -> list[int]:
     """``arr[start:start + len(data)] = data``, as whole shard files where possible; returns the
-    CRC32C of every chunk written (rows that are whole chunks of the array), in row order."""
+    CRC32C of every chunk written (rows that are whole chunks of the array), in row order.
+    ``threads`` > 1 checksums and writes runs of a shard's chunks side by side (the same bytes)."""
     spec = _shards(arr)
     rows = spec.shard_rows if spec else 0
     whole = (
@@ -222,12 +253,12 @@ def write_rows(arr: zarr.Array, start: int, data: np.ndarray) -> list[int]:
         shard = data[k * rows : (k + 1) * rows]
         key = arr.metadata.encode_chunk_key((start // rows + k,) + (0,) * (data.ndim - 1))
         try:
-            crcs += _write_shard(spec.folder / key, shard, spec.per_shard, direct)
+            crcs += _write_shard(spec.folder / key, shard, spec.per_shard, direct, threads)
         except OSError as exc:
             if not direct or exc.errno != errno.EINVAL:
                 raise
             _direct[spec.folder] = direct = False  # opened with O_DIRECT but refused its writes
-            crcs += _write_shard(spec.folder / key, shard, spec.per_shard, direct)
+            crcs += _write_shard(spec.folder / key, shard, spec.per_shard, direct, threads)
     return crcs
 
 

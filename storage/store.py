@@ -387,12 +387,15 @@ def _digest_of(crcs: list[int]) -> np.ndarray:
     return np.frombuffer(crc.to_bytes(4, "little"), dtype=np.uint8)
 
 
-def write_block(group: zarr.Group, block: int, arrays: dict[str, np.ndarray]) -> None:
+def write_block(
+    group: zarr.Group, block: int, arrays: dict[str, np.ndarray], threads: int = 1
+) -> None:
     """Write a block's arrays into its own shards, then its digest (from the CRCs computed while
-    writing: no second pass over the data), then its done marker."""
+    writing: no second pass over the data), then its done marker. ``threads`` writer threads
+    share each shard (the same bytes whatever their number)."""
     layout = Layout.from_json(group.attrs["layout"])
     start = block * layout.tuples_per_block
-    crcs = [c for key in TUPLE_ARRAYS for c in write_rows(group[key], start, arrays[key])]
+    crcs = [c for key in TUPLE_ARRAYS for c in write_rows(group[key], start, arrays[key], threads)]
     group["digest"][block] = _digest_of(crcs)
     group["done"][block] = 1
 

@@ -86,6 +86,25 @@ def test_written_shards_read_back_through_zarr(
     assert _files(path) == sorted(["zarr.json", *written])  # one file per shard, no leftovers
 
 
+@pytest.mark.parametrize("threads", [2, 3, 8])
+@pytest.mark.parametrize("row_bytes", [4096, 100], ids=["page", "100"])
+def test_writer_threads_write_the_same_bytes(tmp_path, threads, row_bytes):
+    """Runs of a shard's chunks checksummed and written by several threads (fewer chunks than
+    threads included) give the files and CRCs of one thread."""
+    values = np.random.default_rng(threads).integers(0, 2**16, (2 * 7 * 2, row_bytes // 2))
+    data = chunkio.page_aligned(values.shape, "uint16")
+    data[...] = values
+    shape = (4 * 14, row_bytes // 2)
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    crcs1 = write_rows(_array(one, shape, 2, 14, "uint16"), 14, data)
+    arr = _array(many, shape, 2, 14, "uint16")
+    assert write_rows(arr, 14, data, threads=threads) == crcs1
+    _check_round_trip(arr, 14, data)
+    assert _files(one) == _files(many)
+    for f in _files(one):
+        assert (one / f).read_bytes() == (many / f).read_bytes(), f
+
+
 @pytest.mark.parametrize(
     "row_bytes", [4096, 4096 + 100, 100, 3 * 4096 - 2], ids=["page", "page+100", "100", "3pages-2"]
 )

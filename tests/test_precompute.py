@@ -44,8 +44,10 @@ def test_store_contents_and_info(small_store, capsys):
 
 
 def test_one_and_two_workers_give_identical_bytes(small_store, tmp_path, capsys):
+    """... and so do writer threads: 3 per worker here, 1 in ``small_store``."""
     out = tmp_path / "one.zarr"
-    code, _, err = run_cli(["precompute", *SMALL, "--workers", "1", "--out", str(out)], capsys)
+    args = ["precompute", *SMALL, "--workers", "1", "--io-threads", "3", "--out", str(out)]
+    code, _, err = run_cli(args, capsys)
     assert code == 0, err
     assert_same_bytes(small_store, out)
 
