@@ -14,11 +14,13 @@ from .main import Interrupted, UserError, app
 SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, option: str) -> int:
     """'500M', '2G', '1.5GiB', '123456' -> bytes (K/M/G/T are powers of 1024)."""
     m = SIZE_RE.match(text)
     if not m:
-        raise UserError(f"cannot read size {text!r}; use e.g. 500M, 2G or a number of bytes")
+        raise UserError(
+            f"{option}: cannot read size {text!r}; use e.g. 500M, 2G or a number of bytes"
+        )
     power = " kmgt".index(m.group(2).lower() or " ")
     return int(float(m.group(1)) * 1024**power)
 
@@ -161,7 +163,7 @@ def precompute(
         M=samples,
         every=every,
         tuples_per_chain=tuples_per_chain,
-        disk_budget=parse_size(disk_budget) if disk_budget else None,
+        disk_budget=parse_size(disk_budget, "--disk-budget") if disk_budget else None,
         epochs=epochs,
         seed=seed,
         test_fraction=test_fraction,
@@ -169,7 +171,7 @@ def precompute(
         scheduler=scheduler,
         device=device,
         max_batch=max_batch,
-        block_memory=parse_size(block_memory) if block_memory else None,
+        block_memory=parse_size(block_memory, "--block-memory") if block_memory else None,
         io_threads=io_threads,
         resume=resume,
         overwrite=overwrite,

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -33,6 +34,7 @@ from orient.storage.store import (
 
 from .blocks import Plan, bytes_per_tuple, make_plan
 from .datasets import DataSet, load_dataset, split_indices
+from .machine import available_cores
 from .progress import Progress
 from .tasks import DiskFullError, flush, run_block
 
@@ -87,14 +89,22 @@ class Summary:
     def lines(self) -> list[str]:
         total = self.store_tuples or self.tuples
         bpt = self.bytes_on_disk / max(1, total)
-        rate = self.tuples / self.seconds if self.seconds > 0 else float("nan")
-        steps = self.chain_steps / self.seconds if self.seconds > 0 else float("nan")
         written = "" if total == self.tuples else f" (this run: {self.tuples:,})"
+
+        def rates(seconds: float) -> str:
+            if seconds <= 0:
+                return "n/a"
+            return (
+                f"{self.tuples / seconds:,.0f} tuples/s, "
+                f"{self.chain_steps / seconds:,.0f} chain-steps/s"
+            )
+
         return [
             f"tuples: {total:,}{written}  on disk: {self.bytes_on_disk / 2**20:,.1f} MiB "
             f"({bpt:,.0f} bytes/tuple)",
-            f"time: {self.seconds:,.1f} s  ({rate:,.0f} tuples/s, {steps:,.0f} chain-steps/s, "
-            f"{self.blocks_run} blocks run)",
+            f"time: {self.seconds:,.1f} s end to end ({rates(self.seconds)}); "
+            f"{self.blocks_seconds:,.1f} s simulating and writing "
+            f"{plural(self.blocks_run, 'block')} ({rates(self.blocks_seconds)})",
             f"store: {self.url}",
         ]
 
@@ -241,8 +251,7 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
         return
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    if device.startswith("cuda"):
-        workers = min(workers, torch.cuda.device_count())  # one worker per GPU
+    workers = local_workers(workers, device)
     settings = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
     settings["distributed.worker.profile.enabled"] = False  # see WORKER_ENV
     with dask.config.set(settings):
@@ -374,6 +383,7 @@ def write_epoch(
 def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     """Create or resume the store described by ``cfg`` and fill it; returns a summary."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    t0 = time.perf_counter()
     requested = cfg.device
     cfg = replace(cfg, device=check_device(requested))  # the store records the resolved device
     if cfg.steps is not None and (cfg.steps < 1 or isinstance(cfg.steps, bool)):
@@ -408,38 +418,44 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     io_threads = cfg.io_threads or DEFAULT_IO_THREADS[kind]
     if old is None and exists(cfg.out):  # before the data are loaded or generated
         refuse_to_replace(cfg.out, cfg.overwrite)
-    ds, train, test, process = prepare(cfg)
-    for note in ds.notes:
-        log(f"note: {note}")
-    x0 = ds.data[train]
-    state_shape = tuple(x0.shape[1:])
-    k = (
-        tuples_per_chain(cfg, process.T, len(train), state_shape, process.periodic)
-        if cfg.mode == "epoch"
-        else 0
-    )
-    plan = make_plan(
-        mode=cfg.mode,
-        n_chains=len(train),
-        T=process.T,
-        M=cfg.M,
-        seed=cfg.seed,
-        state_shape=state_shape,
-        periodic=process.periodic,
-        every=cfg.every,
-        tuples_per_chain=k,
-        max_batch=cfg.max_batch,
-        block_memory=cfg.block_memory,
-    )
-    if old is not None:
-        check_resumable(old, process, ds, plan)
-    t0 = time.perf_counter()
+    workers = local_workers(cfg.workers, cfg.device)
+    # a machine with cores to spare generates the data while the workers start (16-core GPU
+    # machine: ~8 s each); on a small one both compete for the same cores and it is slower
+    overlap = cfg.scheduler is None and available_cores() >= 2 * (workers + 1)
     tuples = blocks = 0
-    # connect before writing anything: a scheduler that does not answer leaves no store behind
-    with (
-        dask_client(cfg.workers, cfg.scheduler, cfg.device) as client,
-        contextlib.ExitStack() as held,
-    ):
+    with contextlib.ExitStack() as held:
+        if overlap:
+            background = held.enter_context(ThreadPoolExecutor(1, "orient-prepare"))
+            preparing = background.submit(prepare, cfg)
+        else:
+            preparing = _done(prepare(cfg))
+        # connect before writing anything: a scheduler that does not answer leaves no store behind
+        client = held.enter_context(dask_client(cfg.workers, cfg.scheduler, cfg.device))
+        ds, train, test, process = preparing.result()
+        for note in ds.notes:
+            log(f"note: {note}")
+        x0 = ds.data[train]
+        state_shape = tuple(x0.shape[1:])
+        k = (
+            tuples_per_chain(cfg, process.T, len(train), state_shape, process.periodic)
+            if cfg.mode == "epoch"
+            else 0
+        )
+        plan = make_plan(
+            mode=cfg.mode,
+            n_chains=len(train),
+            T=process.T,
+            M=cfg.M,
+            seed=cfg.seed,
+            state_shape=state_shape,
+            periodic=process.periodic,
+            every=cfg.every,
+            tuples_per_chain=k,
+            max_batch=cfg.max_batch,
+            block_memory=cfg.block_memory,
+        )
+        if old is not None:
+            check_resumable(old, process, ds, plan)
         if private and any(pid != os.getpid() for pid in client.run(os.getpid).values()):
             raise _private_store_error(cfg.out)
         if cfg.resume:
@@ -495,6 +511,19 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         blocks_seconds,
         store_tuples=sum(store.tuple_count(g) for g in store.tuple_groups()),
     )
+
+
+def local_workers(workers: int, device: str) -> int:
+    """Worker processes of a LocalCluster: as asked, but one per GPU with CUDA."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return min(workers, torch.cuda.device_count())
+    return workers
+
+
+def _done(value: Any) -> Future:
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
 
 
 def plural(n: int, word: str) -> str:

@@ -109,16 +109,18 @@ def test_documented_example_slice_equals_full_run():
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_bytes_do_not_depend_on_rendering_threads(monkeypatch, threads):
-    """Batches rendered side by side (3 threads, 4 batches) or one after another (1 thread, and
-    one torch thread) give the same bytes as the default."""
+    """Batches rendered side by side (3 threads, 4 batches, one torch thread each) or one after
+    another (1 thread, with the caller's torch threads) give the same bytes as the default, and
+    the caller's torch thread count is left as it was."""
     import orient.pipeline.fingerprints as fp
 
     default = generate_fingerprints(57, size=24, seed=3)
-    monkeypatch.setattr(fp, "_cores", lambda: threads)
+    monkeypatch.setattr(fp, "available_cores", lambda: threads)
     previous = torch.get_num_threads()
-    torch.set_num_threads(1 if threads == 1 else previous)
+    torch.set_num_threads(2)
     try:
         again = generate_fingerprints(57, size=24, seed=3)
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
     assert default.tobytes() == again.tobytes()

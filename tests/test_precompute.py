@@ -364,11 +364,11 @@ def test_a_block_whose_write_was_lost_is_run_again(small_store, tmp_path, monkey
 
     real_write, lost = tasks._write, []
 
-    def lose_block_1_once(store, group, block, arrays):
+    def lose_block_1_once(store, group, block, arrays, threads):
         if block == 1 and not lost:
             lost.append(block)  # nothing reaches the disk, as if the worker died here
             return
-        real_write(store, group, block, arrays)
+        real_write(store, group, block, arrays, threads)
 
     monkeypatch.setattr(tasks, "_write", lose_block_1_once)
     out = tmp_path / "lost.zarr"
