@@ -30,7 +30,7 @@ for stage in "$@"; do
     cd "$repo" || exit 1
     ;;
   tests)
-    timeout "${TESTS_TIMEOUT:-330}" python3 -m pytest -q -p no:cacheprovider ${TESTS_ARGS:-} 2>&1 | tee "$OUT/tests.log" | tail -40
+    timeout "${TESTS_TIMEOUT:-330}" python3 -m pytest -v --tb=short -p no:cacheprovider ${TESTS_ARGS:-} 2>&1 | tee "$OUT/tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -40
     echo "tests exit: $?"
     ;;
   bench)
