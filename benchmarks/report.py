@@ -212,7 +212,15 @@ def write_floor_section(r: dict) -> list[str]:
     return rows + [""]
 
 
-def gpu_section(sweep: dict, e2e: dict | None) -> list[str]:
+# end-to-end GPU runs (bench_gpu.py --skip-sweep --save-as NAME) and what code each measured
+GPU_E2E_RUNS = {
+    "gpu_e2e": "A: 995dfe0, 1 writer thread",
+    "gpu_e2e2": "B: e72f186, page-locked buffers*",
+    "gpu_e2e3": "C: bc6c51c, data made while the worker starts, page-locked buffers*",
+}
+
+
+def gpu_section(sweep: dict, e2e: list[tuple[str, dict]]) -> list[str]:
     """The GPU sweep (bench_gpu.py) and, from a later run of the current code, end to end."""
     m = sweep["machine"]
     rows = [
@@ -270,25 +278,53 @@ def gpu_section(sweep: dict, e2e: dict | None) -> list[str]:
             "full_T100_M1": "full, T = 100, M = 1",
         }
         rows += [
-            f"End to end on the same device kind ({e2e['machine']['cuda']}, {e2e['machine']['date']}), "
-            "with `simulate_block` gathering the tuples on the GPU and copying each block once "
-            "(commit 995dfe0; its later small changes were not run on a GPU): "
-            "`run_precompute` with 1 worker (one per GPU) vs the same blocks simulated in memory on "
-            "the GPU; fastest of 2 runs, which gave byte-identical stores.",
+            "End to end on the same device kind: `run_precompute` with 1 worker (one per GPU) vs "
+            "the same blocks simulated in memory on the GPU (no encoding, no writes); block phase "
+            "and in memory are the faster of 2 runs, which gave byte-identical stores every time; "
+            "*end to end* includes generating the data set and starting and stopping the worker.",
             "",
-            "| configuration | --max-batch (chains per block) | block phase | in memory | overhead | tuples/s | chain-steps/s | written | identical bytes |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| run | configuration | --max-batch (chains per block) | writer threads | block memory | block phase | in memory | overhead | tuples/s | written | end to end |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for label, runs in e2e["end_to_end"].items():
-            for r in runs:
-                rows.append(
-                    f"| {labels.get(label, label)}, {r['chains']:,} chains | {r['max_batch']} "
-                    f"({r['chains_per_block']}) | {fmt(min(r['blocks_s']))} s | "
-                    f"{fmt(min(r['in_memory_s']))} s | {r['overhead']:+.0%} | "
-                    f"{r['tuples_per_s']:,.0f} | {r['chain_steps_per_s']:,.0f} | "
-                    f"{r['MiB_per_s_written']:,.0f} MiB/s | {r['identical_bytes_two_runs']} |"
-                )
+        for run, rec in e2e:
+            for label, runs in rec["end_to_end"].items():
+                for r in runs:
+                    rows.append(
+                        f"| {run} | {labels.get(label, label)}, {r['chains']:,} chains | "
+                        f"{r['max_batch']} ({r['chains_per_block']}) | {r.get('io_threads', 1)} | "
+                        f"{r.get('block_memory', 2**29) >> 20} MiB | {fmt(min(r['blocks_s']))} s | "
+                        f"{fmt(min(r['in_memory_s']))} s | {r['overhead']:+.0%} | "
+                        f"{r['tuples_per_s']:,.0f} | {r['MiB_per_s_written']:,.0f} MiB/s | "
+                        f"{fmt(min(r['end_to_end_s']))} s |"
+                    )
         rows.append("")
+        copy = next((rec["copy"] for _, rec in e2e if "copy" in rec), None)
+        if copy:
+            gbps = copy["GB_per_s"]
+            rows += [
+                f"Copying a {copy['bytes'] >> 20} MiB block from the GPU into page-aligned host "
+                f"memory: {gbps['pageable']:.1f} GB/s pageable, {gbps['pinned']:.1f} GB/s "
+                "page-locked (`cudaHostRegister`).",
+                "",
+            ]
+    return rows
+
+
+def fixed_costs_section(r: dict) -> list[str]:
+    """bench_fixed_costs.py: what a run costs besides its blocks, and the disk's write rate."""
+    m = r["machine"]
+    rows = [
+        f"Per-run costs besides the blocks (`benchmarks/bench_fixed_costs.py`, {m['cuda']}, "
+        f"{m['cores']} cores, {m['date']}; {r['examples']:,} synthetic fingerprints "
+        f"{r['size']}x{r['size']}, {r['workers']} worker(s) on {r['device']}; median of "
+        f"{len(next(iter(r['fixed'].values()))['all_s'])}), each timed on its own:",
+        "",
+        "| part | seconds |",
+        "|---|---|",
+    ]
+    rows += [f"| {k} | {fmt(v['median_s'])} |" for k, v in r["fixed"].items()]
+    rates = ", ".join(f"{k} thread(s) {v:,.0f}" for k, v in r["disk_MiB_per_s"].items())
+    rows += ["", f"`O_DIRECT` writes to that machine's disk, MiB/s: {rates}.", ""]
     return rows
 
 
@@ -303,8 +339,9 @@ def main() -> None:
         "python benchmarks/bench_training.py && python benchmarks/report.py`",
         "(run from the repository root with the project installed); raw numbers are in",
         "`docs/benchmark-results/*.json`. The GPU section comes from a lent GPU machine:",
-        "`bash benchmarks/gpu_machine.sh bench` there (`gpu.json`), and `BENCH_ARGS='--skip-sweep",
-        "--save-as gpu_e2e'` for the end-to-end runs of the current code (`gpu_e2e.json`).",
+        "`bash benchmarks/gpu_machine.sh bench` there (`gpu.json`), `BENCH_ARGS='--skip-sweep",
+        "--save-as gpu_e2e3'` for end-to-end runs (`gpu_e2e*.json`) and",
+        "`python benchmarks/bench_fixed_costs.py --examples 2048 --size 96 --save-as fixed_costs_gpu`.",
         "",
     ]
     large = (
@@ -322,11 +359,14 @@ def main() -> None:
         if path.exists():
             lines += section(json.loads(path.read_text()))
     if (RESULTS / "gpu.json").exists():
-        e2e = RESULTS / "gpu_e2e.json"
-        lines += gpu_section(
-            json.loads((RESULTS / "gpu.json").read_text()),
-            json.loads(e2e.read_text()) if e2e.exists() else None,
-        )
+        e2e = [
+            (run, json.loads((RESULTS / f"{name}.json").read_text()))
+            for name, run in GPU_E2E_RUNS.items()
+            if (RESULTS / f"{name}.json").exists()
+        ]
+        lines += gpu_section(json.loads((RESULTS / "gpu.json").read_text()), e2e)
+        if (RESULTS / "fixed_costs_gpu.json").exists():
+            lines += fixed_costs_section(json.loads((RESULTS / "fixed_costs_gpu.json").read_text()))
     notes = ROOT / "benchmarks" / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text()]
