@@ -40,7 +40,7 @@ def main() -> None:
         warnings.simplefilter("once", RuntimeWarning)  # a process built twice warns once
     try:
         app()
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
         if os.environ.get("ORIENT_DEBUG"):
             raise
         print(f"orient: error: {exc}", file=sys.stderr)

@@ -149,6 +149,8 @@ def precompute(
     if image_size is not None:
         data_options["size"] = image_size
     if num_examples is not None:
+        if num_examples < 1:
+            raise UserError(f"--num-examples must be >= 1, got {num_examples}")
         data_options["n"] = num_examples
     if select:
         data_options["select"] = {k: str(v) for k, v in parse_pairs(select, "--select").items()}
@@ -225,7 +227,7 @@ def store_info(url: str) -> dict[str, Any]:
         "tuples": sum(g["tuples"] for g in groups.values()),
         "complete": all(g["done"] == g["blocks"] for g in groups.values())
         and bool(groups)
-        and len(store.epochs()) >= m.get("epochs_planned", 0),
+        and not store.missing_epochs(),
         "bytes_on_disk": store.nbytes_on_disk(),
         "format_version": m["format_version"],
         "software": m["software"],

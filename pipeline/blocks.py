@@ -116,8 +116,8 @@ def make_plan(
         raise ValueError(f"unknown cache mode {mode!r} (full, epoch)")
     if M < 1:
         raise ValueError(f"the number of draws M must be >= 1, got {M}")
-    if mode == "full" and every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
+    if mode == "full" and not 1 <= every <= T:
+        raise ValueError(f"--every must be in 1..T={T}, got {every}")
     if mode == "epoch" and not 1 <= tuples_per_chain <= T:
         raise ValueError(f"tuples per chain must be in 1..T={T}, got {tuples_per_chain}")
     probe = Plan(mode, n_chains, T, M, seed, tuple(state_shape), periodic, every, tuples_per_chain)

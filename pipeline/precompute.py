@@ -23,6 +23,7 @@ from orient.dynamics import Process, create_process
 from orient.storage.store import (
     StoreError,
     TupleStore,
+    damage,
     epoch_name,
     exists,
     is_local,
@@ -204,17 +205,29 @@ def resume_device(store: TupleStore, requested: str) -> str:
     return recorded
 
 
-def check_resumable(store: TupleStore, process: Process, ds: DataSet, plan: Plan) -> None:
-    """A store given to --resume must have been written with the same process, data and plan."""
+# Plan fields that make_plan derives from the block limits, not from the command's settings
+_LAYOUT = ("chains_per_block", "chunk_tuples", "tuples_per_block")
+
+
+def check_resumable(
+    store: TupleStore, process: Process, ds: DataSet, plan: Plan, same_limits: bool = True
+) -> Plan:
+    """A store given to --resume must have been written with the same process, data and plan;
+    returns the plan to continue: the recorded one. With the limits it was written with
+    (``same_limits``), a layout that an earlier version's planner chose differently is kept."""
     m = store.meta
     store.check_process(process.config_hash, what="this command")
     if m["dataset"] != ds.identity:
         raise StoreError(f"{store.url} was written for data set {m['dataset']}, not {ds.identity}")
-    if m["plan"] != plan.to_json():
-        diff = sorted(k for k in plan.to_json() if m["plan"].get(k) != plan.to_json()[k])
+    new = plan.to_json()
+    diff = sorted(k for k in new if m["plan"].get(k) != new[k])
+    if same_limits:
+        diff = [k for k in diff if k not in _LAYOUT]
+    if diff:
         raise StoreError(
             f"{store.url} was written with other cache settings ({', '.join(diff)} differ)"
         )
+    return Plan.from_json(m["plan"])
 
 
 # Environment of the LocalCluster's worker processes (set before they start; glibc reads it once).
@@ -242,7 +255,7 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
             client = Client(scheduler, timeout="5s")
         except (OSError, TimeoutError) as exc:
             raise ValueError(
-                f"the Dask scheduler at {scheduler} does not answer ({exc.__class__.__name__})"
+                f"the Dask scheduler at {scheduler} does not answer ({damage(exc)})"
             ) from None
         try:
             yield client
@@ -388,6 +401,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     cfg = replace(cfg, device=check_device(requested))  # the store records the resolved device
     if cfg.steps is not None and (cfg.steps < 1 or isinstance(cfg.steps, bool)):
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
+    if cfg.seed < 0 or isinstance(cfg.seed, bool):
+        raise ValueError(f"--seed must be >= 0, got {cfg.seed}")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
     if cfg.max_batch is not None and cfg.max_batch < 1:
@@ -402,10 +417,13 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         old = TupleStore.open(cfg.out)
         # defaults come from the run being resumed: its device, and its limit on chains per block
         cfg = replace(cfg, device=resume_device(old, requested))
-        if cfg.max_batch is None:
-            cfg = replace(cfg, max_batch=old.meta.get("options", {}).get("max_batch"))
-        if cfg.block_memory is None:  # stores before it was recorded used 512 MiB
-            cfg = replace(cfg, block_memory=old.meta.get("options", {}).get("block_memory", 2**29))
+        recorded = old.meta.get("options", {})
+        recorded = {
+            "max_batch": recorded.get("max_batch"),
+            "block_memory": recorded.get("block_memory", 2**29),  # stores before it was recorded
+        }
+        same_limits = all(getattr(cfg, k) in (None, v) for k, v in recorded.items())
+        cfg = replace(cfg, **{k: v for k, v in recorded.items() if getattr(cfg, k) is None})
     kind = cfg.device.split(":")[0]
     if cfg.max_batch is None:  # recorded in the store as resolved
         cfg = replace(cfg, max_batch=DEFAULT_MAX_BATCH[kind])
@@ -455,7 +473,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
             block_memory=cfg.block_memory,
         )
         if old is not None:
-            check_resumable(old, process, ds, plan)
+            plan = check_resumable(old, process, ds, plan, same_limits)
         if private and any(pid != os.getpid() for pid in client.run(os.getpid).values()):
             raise _private_store_error(cfg.out)
         if cfg.resume:

@@ -152,9 +152,9 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
                 write_block(g, b, simulate(process, x0, plan, epoch, b, device))
                 rep.repaired.append(b)
         reports.append(rep)
-    # epochs planned (recorded, and raised by a resume that adds epochs) but never begun
+    # planned epochs never begun (a begun one is a group above, complete or not)
     begun = {int(n.split("/")[1].replace(".tmp-", "")) for n in names if n.startswith("epochs/")}
-    for e in range(store.meta.get("epochs_planned", 0)):
+    for e in store.missing_epochs():
         if e not in begun:
             reports.append(GroupReport(epoch_name(e), plan.n_blocks, unwritten=True))
     return reports

@@ -171,8 +171,10 @@ class TupleStore:
             raise StoreError(f"no store at {url}")
         try:
             root = zarr.open_group(url, mode=mode)
-        except Exception as exc:  # not a Zarr group at all
-            raise StoreError(f"{url} is not a Zarr store ({exc.__class__.__name__})") from None
+        except zarr.errors.GroupNotFoundError:
+            raise StoreError(f"{url} is not a Zarr store (it holds no group metadata)") from None
+        except Exception as exc:  # damaged metadata, or something else that is not a store
+            raise StoreError(f"{url} is not a readable Zarr store ({damage(exc)})") from None
         return cls(url, root)
 
     # -- metadata ------------------------------------------------------------------------------
@@ -325,6 +327,12 @@ class TupleStore:
             if key.isdigit():
                 out.append(int(key))
         return sorted(out)
+
+    def missing_epochs(self) -> list[int]:
+        """Planned epochs (``epochs_planned``, raised by a resume that adds epochs) not in place:
+        a store with any is not complete, whatever its groups say."""
+        have = set(self.epochs())
+        return [e for e in range(self.meta.get("epochs_planned", 0)) if e not in have]
 
     def tuple_groups(self) -> list[str]:
         """The complete-or-not tuple groups that training could read: full, then epochs."""

@@ -420,6 +420,33 @@ def test_a_resume_that_adds_epochs_reports_the_whole_store(tmp_path):
     assert f"({store.nbytes_on_disk() / more.store_tuples:,.0f} bytes/tuple)" in line
 
 
+def test_a_resume_continues_the_recorded_plan_of_an_earlier_planner(tmp_path, monkeypatch):
+    """A store whose blocks an earlier version laid out differently (here: 3 chains per block
+    where the current planner spreads 4-4-3) is resumed in its own layout, to the bytes of an
+    uninterrupted run; asking for other limits on resume is still an error."""
+    from orient.pipeline import precompute
+    from orient.pipeline.precompute import PrecomputeConfig, run_precompute
+    from orient.storage.store import StoreError
+
+    real = precompute.make_plan
+    monkeypatch.setattr(precompute, "make_plan", lambda **kw: real(**{**kw, "max_batch": 3}))
+    whole, cut = tmp_path / "whole.zarr", tmp_path / "cut.zarr"
+    for out in (whole, cut):
+        run_precompute(PrecomputeConfig(out=str(out), workers=1, **SMALL_CONFIG), log=print)
+    monkeypatch.setattr(precompute, "make_plan", real)
+    done = zarr.open_group(str(cut), mode="r+")["full/done"]
+    assert done.shape[0] == 4  # 3 chains per block; the current planner makes 3 blocks
+    done[2:] = 0  # as if the run had stopped after two blocks
+    again = run_precompute(
+        PrecomputeConfig(out=str(cut), workers=1, resume=True, **SMALL_CONFIG), log=print
+    )
+    assert again.blocks_run == 2
+    assert_same_bytes(whole, cut)
+    other = {**SMALL_CONFIG, "max_batch": 2}
+    with pytest.raises(StoreError, match="other cache settings"):
+        run_precompute(PrecomputeConfig(out=str(cut), workers=1, resume=True, **other))
+
+
 def test_summary_counts_the_chains_simulated_not_block_slots(tmp_path):
     """chain-steps = chains x T per epoch; the last block holds fewer chains than a full one."""
     from orient.pipeline.precompute import PrecomputeConfig, run_precompute

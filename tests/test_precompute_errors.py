@@ -58,6 +58,12 @@ def write_png(path: Path, size: tuple[int, int], seed: int = 0) -> None:
         ),
         (["--tuples-per-chain", "500"], ["tuples per chain must be in 1..T"]),
         (["--max-batch", "0"], ["--max-batch must be >= 1"]),
+        (["--seed", "-1"], ["--seed must be >= 0"]),
+        (["--num-examples", "0"], ["--num-examples must be >= 1"]),
+        (["--every", "11"], ["--every must be in 1..T=10"]),
+        (["--block-memory", "0"], ["--block-memory must be positive"]),
+        (["--block-memory", "lots"], ["--block-memory: cannot read size 'lots'"]),
+        (["--io-threads", "0"], ["--io-threads must be >= 1"]),
     ],
 )
 def test_bad_options(args, fragments, tmp_path, capsys):
@@ -295,3 +301,14 @@ def test_disk_full_stops_cleanly_and_the_store_stays_resumable(tmp_path):
     assert err_lines and "disk full" in err_lines[0] and "--resume" in err_lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert "RC2=0" in r.stdout and "RC3=0" in r.stdout, r.stdout + r.stderr
+
+
+def test_an_output_path_under_a_file_is_an_input_error(tmp_path, capsys):
+    """--out below an existing file: one line naming the path, exit 2 like other bad input."""
+    (tmp_path / "afile").write_text("not a folder")
+    code, _, err = run_cli(
+        ["precompute", *SMALL, "--out", str(tmp_path / "afile" / "s.zarr")], capsys
+    )
+    one_line_error(code, err, "Not a directory", "afile")
+    assert code == 2
+    assert (tmp_path / "afile").read_text() == "not a folder"
