@@ -489,3 +489,36 @@ def test_a_store_being_written_is_not_written_by_a_second_command(small_store, t
     code, _, err = run_cli(["precompute", *SMALL, "--out", str(store), "--resume"], capsys)
     assert code == 0, err
     assert not live.exists()
+
+
+def test_data_made_while_the_workers_start_give_the_same_store(
+    small_store, tmp_path, monkeypatch, capsys
+):
+    """On a machine with cores to spare the data set is generated in a thread beside the cluster's
+    start: the bytes are those of the one-after-the-other run, and bad data is still one line
+    with nothing written (this 2-core machine takes the other path unless told it has more)."""
+    import threading
+
+    from orient.pipeline import precompute
+    from orient.pipeline.precompute import PrecomputeConfig, run_precompute
+
+    in_main: list[bool] = []
+    real_prepare = precompute.prepare
+
+    def watched_prepare(cfg):
+        in_main.append(threading.current_thread() is threading.main_thread())
+        return real_prepare(cfg)
+
+    monkeypatch.setattr(precompute, "available_cores", lambda: 64)
+    monkeypatch.setattr(precompute, "prepare", watched_prepare)
+    out = tmp_path / "overlap.zarr"
+    run_precompute(PrecomputeConfig(out=str(out), workers=2, **SMALL_CONFIG), log=lambda _: None)
+    assert in_main == [False]
+    assert_same_bytes(small_store, out)
+    bad = tmp_path / "bad.zarr"
+    args = ["precompute", "--dataset", "socofing", "--data-dir", str(tmp_path / "nope")]
+    code, _, err = run_cli([*args, "--out", str(bad)], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and lines[-1].startswith("orient: error:") and "nope" in lines[-1], err
+    assert "Traceback" not in err and not bad.exists()
+    assert in_main == [False, False]
