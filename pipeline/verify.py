@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from orient.storage.chunkio import shard_padding_is_clean
 from orient.storage.store import (
+    TUPLE_ARRAYS,
     StoreError,
     TupleStore,
     block_digest,
@@ -136,6 +138,8 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
                 arrays = read_block(g, int(b))
                 if not np.array_equal(block_digest(arrays, plan.chunk_tuples), digests[b]):
                     rep.corrupted.append(int(b))
+                elif not all(shard_padding_is_clean(g[k], int(b)) for k in TUPLE_ARRAYS):
+                    rep.corrupted.append(int(b))  # the data are intact, the file is not as written
             except ValueError:  # "Stored and computed checksum do not match"
                 rep.corrupted.append(int(b))
             bar.update(1)

@@ -300,3 +300,39 @@ def read_chunk(arr: zarr.Array, index: int) -> np.ndarray:
     if checksum(buf[:n]).to_bytes(4, "little") != buf[n:].tobytes():
         raise ValueError(f"checksum mismatch in chunk {inner} of shard file {path} {repair}")
     return buf[:n].view(arr.dtype).reshape(arr.chunks)
+
+
+def shard_padding_is_clean(arr: zarr.Array, shard: int) -> bool:
+    """Is every byte of shard file ``shard`` outside its chunks and index zero, as written?
+
+    The chunks' CRCs and the index's cover everything else; this covers the page padding between
+    chunks (and anything after the index), so a shard that verifies is the file that was written.
+    A missing file, or an index that does not read, is not judged here (reading the chunks is).
+    True for arrays whose files this module does not handle.
+    """
+    spec = _shards(arr)
+    if spec is None:
+        return True
+    path = spec.folder / arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        size = os.fstat(fd).st_size
+        index_bytes = spec.per_shard * 16 + 4
+        tail = os.pread(fd, index_bytes, size - index_bytes) if size >= index_bytes else b""
+        if len(tail) != index_bytes or checksum(tail[:-4]).to_bytes(4, "little") != tail[-4:]:
+            return True
+        index = np.frombuffer(tail, "<u8", 2 * spec.per_shard).reshape(-1, 2)
+        used = sorted((int(o), int(o + n)) for o, n in index if o != np.iinfo(np.uint64).max)
+        end, gaps = 0, []
+        for start, stop in [*used, (size - index_bytes, size)]:
+            if start > end:
+                gaps.append((end, start))
+            end = max(end, stop)
+        return all(
+            os.pread(fd, stop - start, start).count(0) == stop - start for start, stop in gaps
+        )
+    finally:
+        os.close(fd)

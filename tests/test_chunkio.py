@@ -105,6 +105,31 @@ def test_writer_threads_write_the_same_bytes(tmp_path, threads, row_bytes):
         assert (one / f).read_bytes() == (many / f).read_bytes(), f
 
 
+@pytest.mark.parametrize("row_bytes", [4096, 100], ids=["page", "100"])
+def test_shard_padding_is_checked(tmp_path, row_bytes):
+    """Every byte outside the chunks and the index is zero as written; a change to one of them
+    is found though every CRC still matches, and Zarr's own shards (no padding) pass."""
+    values = np.random.default_rng(5).integers(0, 2**16, (14, row_bytes // 2))
+    arr = _array(tmp_path / "a.zarr", (28, row_bytes // 2), 2, 14, "uint16")
+    write_rows(arr, 14, values.astype("uint16"))
+    assert chunkio.shard_padding_is_clean(arr, 1)
+    path = tmp_path / "a.zarr" / "c" / "1" / "0"
+    raw = bytearray(path.read_bytes())
+    index = np.frombuffer(bytes(raw[-(7 * 16 + 4) : -4]), "<u8").reshape(-1, 2)
+    gaps = [
+        int(o + n) for (o, n), (nxt, _) in zip(index[:-1], index[1:], strict=True) if o + n < nxt
+    ]
+    assert gaps  # chunks start on page boundaries
+    raw[gaps[3]] = 1
+    path.write_bytes(bytes(raw))
+    np.testing.assert_array_equal(arr[14:28], values)  # the data still read back
+    assert not chunkio.shard_padding_is_clean(arr, 1)
+    assert chunkio.shard_padding_is_clean(arr, 0)  # no file: not judged here
+    zarr_written = _array(tmp_path / "z.zarr", (28, row_bytes // 2), 2, 14, "uint16")
+    zarr_written[14:28] = values
+    assert chunkio.shard_padding_is_clean(zarr_written, 1)
+
+
 @pytest.mark.parametrize(
     "row_bytes", [4096, 4096 + 100, 100, 3 * 4096 - 2], ids=["page", "page+100", "100", "3pages-2"]
 )

@@ -68,6 +68,30 @@ def test_corrupted_chunk_is_detected_and_repaired(small_store, tmp_path, capsys)
     assert_same_bytes(small_store, copy)
 
 
+def test_damaged_page_padding_is_detected_and_repaired(small_store, tmp_path, capsys):
+    """A flipped byte in the zero padding after a shard's chunk leaves every CRC intact;
+    verify still finds the file changed, and --repair restores the file byte for byte."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_store, copy)
+    shard = next(p for p in sorted((copy / "full" / "x_t" / "c").rglob("*")) if p.is_file())
+    per_shard = (
+        zarr.open_array(str(copy / "full" / "x_t")).shards[0]
+        // zarr.open_array(str(copy / "full" / "x_t")).chunks[0]
+    )
+    raw = bytearray(shard.read_bytes())
+    index = np.frombuffer(bytes(raw[-(per_shard * 16 + 4) : -4]), "<u8").reshape(-1, 2)
+    gap = int(index[0, 0] + index[0, 1])  # the first byte after chunk 0 and its CRC
+    after = int(index[1, 0]) if per_shard > 1 else len(raw) - (per_shard * 16 + 4)
+    assert gap < after and raw[gap] == 0  # padding up to the next chunk (or the index)
+    raw[gap] ^= 0x5A
+    shard.write_bytes(bytes(raw))
+    code, out, _ = run_cli(["verify", str(copy)], capsys)
+    assert code == 1 and "corrupted" in out, out
+    code, out, _ = run_cli(["verify", str(copy), "--repair"], capsys)
+    assert code == 0 and "repaired" in out
+    assert shard.read_bytes() == (small_store / shard.relative_to(copy)).read_bytes()
+
+
 def _flip_a_byte(path: Path) -> None:
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
