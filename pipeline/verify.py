@@ -132,13 +132,14 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
         done, digests, bad_markers = _markers(g, plan.n_blocks)
         rep = GroupReport(name, plan.n_blocks, incomplete=[int(b) for b in np.flatnonzero(~done)])
         rep.corrupted += bad_markers  # a damaged done marker or digest: the block is rewritten
+        opened = [g[k] for k in TUPLE_ARRAYS]  # opening an array parses its zarr.json: once
         bar = Progress(plan.n_blocks, f"verify {name}", unit="blocks")
         for b in np.flatnonzero(done):  # a block with a damaged marker reads as not done
             try:
                 arrays = read_block(g, int(b))
                 if not np.array_equal(block_digest(arrays, plan.chunk_tuples), digests[b]):
                     rep.corrupted.append(int(b))
-                elif not all(shard_padding_is_clean(g[k], int(b)) for k in TUPLE_ARRAYS):
+                elif not all(shard_padding_is_clean(a, int(b)) for a in opened):
                     rep.corrupted.append(int(b))  # the data are intact, the file is not as written
             except ValueError:  # "Stored and computed checksum do not match"
                 rep.corrupted.append(int(b))
