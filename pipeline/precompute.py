@@ -441,6 +441,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     # machine: ~8 s each); on a small one both compete for the same cores and it is slower
     overlap = cfg.scheduler is None and available_cores() >= 2 * (workers + 1)
     tuples = blocks = 0
+    cluster = f"connecting to {cfg.scheduler}" if cfg.scheduler else "starting the workers"
+    log(f"precompute: preparing {cfg.dataset} {'while' if overlap else 'then'} {cluster}")
     with contextlib.ExitStack() as held:
         if overlap:
             background = held.enter_context(ThreadPoolExecutor(1, "orient-prepare"))
