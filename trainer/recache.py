@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from orient.pipeline.blocks import Plan
-from orient.pipeline.precompute import dask_client, write_epoch
+from orient.pipeline.precompute import DEFAULT_IO_THREADS, dask_client, write_epoch
 from orient.storage.store import StoreError, TupleStore, epoch_name, writer_lock
 
 
@@ -43,7 +43,13 @@ class Recacher:
     def _submit(self, epoch: int) -> None:
         if epoch not in self.pending and epoch not in self.store.epochs():
             self.pending[epoch] = self.pool.submit(
-                write_epoch, self.client, self.store, self.plan, epoch, self.device
+                write_epoch,
+                self.client,
+                self.store,
+                self.plan,
+                epoch,
+                self.device,
+                DEFAULT_IO_THREADS[self.device.split(":")[0]],
             )
 
     def prepare(self, epoch: int) -> None:
