@@ -51,7 +51,7 @@ def precompute_section(
             v = x[key]
             vals.append(
                 str(v) if kind == "raw" else fmt(v, True) if kind == "pct" else
-                f"{fmt(v)} s" if kind == "s" else f"{fmt(v)}x" if kind == "x" else fmt(v)
+                f"{fmt(v)} s" if kind == "s" else f"{v:.3f}x" if kind == "x" else fmt(v)
             )  # fmt: skip
         return f"| {label} | " + " | ".join(vals) + f" | {target} |"
 
