@@ -109,13 +109,15 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
     rebuild = (
         "; the store cannot be repaired from itself: rebuild it (`orient precompute --overwrite`)"
     )
+    x0 = None
     try:  # what every block is recomputed from: read whole, every chunk's CRC checked
         for path in store.own_arrays():
-            store.read_array(path)
+            a = store.read_array(path)
+            x0 = a if path == store.SOURCE else x0  # kept (SOCOFing-size: ~200 MB read once)
+        process = store.process().to(device)
+        x0 = store.source() if x0 is None else x0
     except StoreError as exc:
         raise Unrepairable(f"{exc}{rebuild}") from None
-    process = store.process().to(device)
-    x0 = store.source()
     plan = Plan.from_json(store.meta["plan"])
     names = store.tuple_groups() + [
         f"epochs/{k}" for k in store.root["epochs"].group_keys() if k.startswith(".tmp-")

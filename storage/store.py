@@ -220,9 +220,11 @@ class TupleStore:
         raw = self.read_array(f"tables/{name}").tobytes()
         return pq.read_table(pa.BufferReader(raw))
 
+    SOURCE = "source/x0"
+
     def source(self) -> np.ndarray:
         """The training split's data, one row per chain (data space)."""
-        return self.read_array("source/x0")
+        return self.read_array(self.SOURCE)
 
     def read_array(self, path: str) -> np.ndarray:
         """The whole array at ``path``. Damage (a chunk whose CRC32C does not match, unreadable
