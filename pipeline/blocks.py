@@ -18,14 +18,13 @@ import torch
 from torch import Tensor
 
 from orient.dynamics import Process, Transitions
-from orient.storage.chunkio import page_aligned
+from orient.storage.chunkio import PAGE, page_aligned
 from orient.storage.codecs import ENCODINGS, carrier_view, encode_tensor, state_encoding
 from orient.storage.store import Layout
 
 DEFAULT_BLOCK_MEMORY = 512 * 2**20  # encoded tuples a task may hold before writing
 CHUNK_BYTES = 4 * 2**20  # target bytes of one x_t chunk
 MAX_CHUNK_TUPLES = 256
-PAGE = 4096  # direct I/O alignment (storage/chunkio.py)
 
 
 def derive_seed(*keys: int | str) -> int:

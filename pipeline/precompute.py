@@ -33,7 +33,7 @@ from orient.storage.store import (
     writer_lock,
 )
 
-from .blocks import Plan, bytes_per_tuple, make_plan
+from .blocks import DEFAULT_BLOCK_MEMORY, Plan, bytes_per_tuple, make_plan
 from .datasets import DataSet, load_dataset, split_indices
 from .machine import available_cores
 from .progress import Progress
@@ -63,6 +63,7 @@ class PrecomputeConfig:
     device: str = "auto"  # cuda when available, else cpu
     max_batch: int | None = None  # chains per block at most; None: DEFAULT_MAX_BATCH[device type]
     block_memory: int | None = None  # encoded bytes per block at most; None: DEFAULT_BLOCK_MEMORY
+    # (pipeline/blocks.py, also for stores written before it was recorded)
     io_threads: int | None = None  # writer threads per worker; None: DEFAULT_IO_THREADS
     resume: bool = False
     overwrite: bool = False
@@ -114,8 +115,6 @@ class Summary:
 # (it is bound by kernel launches; docs/benchmarks.md, GPU section), so blocks there are larger; the
 # block memory limit (pipeline/blocks.py) still bounds them.
 DEFAULT_MAX_BATCH = {"cpu": 64, "cuda": 1024}
-# Encoded tuples one block may hold (each worker keeps two blocks in host memory, a GPU one more).
-DEFAULT_BLOCK_MEMORY = {"cpu": 512 * 2**20, "cuda": 512 * 2**20}
 # Threads per worker that checksum and write a block's shards. With CUDA the host's cores are
 # otherwise idle and one thread did not keep up with the GPU (docs/benchmarks.md, GPU section); on
 # the CPU every core simulates.
@@ -420,7 +419,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         recorded = old.meta.get("options", {})
         recorded = {
             "max_batch": recorded.get("max_batch"),
-            "block_memory": recorded.get("block_memory", 2**29),  # stores before it was recorded
+            "block_memory": recorded.get("block_memory", DEFAULT_BLOCK_MEMORY),
         }
         same_limits = all(getattr(cfg, k) in (None, v) for k, v in recorded.items())
         cfg = replace(cfg, **{k: v for k, v in recorded.items() if getattr(cfg, k) is None})
@@ -428,7 +427,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     if cfg.max_batch is None:  # recorded in the store as resolved
         cfg = replace(cfg, max_batch=DEFAULT_MAX_BATCH[kind])
     if cfg.block_memory is None:
-        cfg = replace(cfg, block_memory=DEFAULT_BLOCK_MEMORY[kind])
+        cfg = replace(cfg, block_memory=DEFAULT_BLOCK_MEMORY)
     if cfg.block_memory < 1:
         raise ValueError(f"--block-memory must be positive, got {cfg.block_memory}")
     if cfg.io_threads is not None and cfg.io_threads < 1:

@@ -124,24 +124,24 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
     ]
     reports = []
     for name in names:
-        try:
+        try:  # opening an array parses its zarr.json: once per group
             g = store.group(name)
-            for key in ("x_prev", "x_t", "score", "t", "src", "done", "digest"):
-                g[key]  # noqa: B018 (opening parses the array's zarr.json)
+            opened = {}
+            for key in (*TUPLE_ARRAYS, "done", "digest"):
+                opened[key] = g[key]
         except (ValueError, KeyError) as exc:
             raise Unrepairable(f"{url}: {name}/{key} is damaged ({damage(exc)}){rebuild}") from None
         epoch = int(name.split("/")[1].replace(".tmp-", "")) if name.startswith("epochs/") else 0
         done, digests, bad_markers = _markers(g, plan.n_blocks)
         rep = GroupReport(name, plan.n_blocks, incomplete=[int(b) for b in np.flatnonzero(~done)])
         rep.corrupted += bad_markers  # a damaged done marker or digest: the block is rewritten
-        opened = [g[k] for k in TUPLE_ARRAYS]  # opening an array parses its zarr.json: once
         bar = Progress(plan.n_blocks, f"verify {name}", unit="blocks")
         for b in np.flatnonzero(done):  # a block with a damaged marker reads as not done
             try:
                 arrays = read_block(g, int(b))
                 if not np.array_equal(block_digest(arrays, plan.chunk_tuples), digests[b]):
                     rep.corrupted.append(int(b))
-                elif not all(shard_padding_is_clean(a, int(b)) for a in opened):
+                elif not all(shard_padding_is_clean(opened[k], int(b)) for k in TUPLE_ARRAYS):
                     rep.corrupted.append(int(b))  # the data are intact, the file is not as written
             except ValueError:  # "Stored and computed checksum do not match"
                 rep.corrupted.append(int(b))

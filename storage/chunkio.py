@@ -34,7 +34,7 @@ import zarr
 import zarr.codecs as zc
 from zarr.storage import LocalStore
 
-_ALIGN = 4096  # O_DIRECT needs block-aligned buffers, offsets and lengths; a page is always enough
+PAGE = 4096  # O_DIRECT needs block-aligned buffers, offsets and lengths; a page is always enough
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _IOV_MAX = 512  # buffers per pwritev call (Linux allows 1024)
 _direct: dict[Path, bool] = {}  # array folder -> does its file system accept O_DIRECT?
@@ -98,7 +98,7 @@ def page_aligned(shape: tuple[int, ...], dtype: str | type) -> np.ndarray:
 
 
 def _pages(nbytes: int) -> int:
-    return -(-nbytes // _ALIGN) * _ALIGN
+    return -(-nbytes // PAGE) * PAGE
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -122,9 +122,9 @@ def _write_chunks(
     never a shard). Padding bytes are zeros, so files are reproducible whatever ``threads`` is.
     """
     step = raw.nbytes // n
-    in_place = step % _ALIGN == 0 and raw.ctypes.data % _ALIGN == 0
-    slot = step + _ALIGN if in_place else _pages(step + 4)
-    pages = page_aligned((n * _ALIGN if in_place else slot,), "u1")
+    in_place = step % PAGE == 0 and raw.ctypes.data % PAGE == 0
+    slot = step + PAGE if in_place else _pages(step + 4)
+    pages = page_aligned((n * PAGE if in_place else slot,), "u1")
 
     def run(lo: int, hi: int) -> list[int]:
         """Checksum chunks lo..hi-1 and write them, each with its CRC page, in one pwritev."""
@@ -132,8 +132,8 @@ def _write_chunks(
         for i in range(lo, hi):
             data = raw[i * step : (i + 1) * step]
             crcs.append(checksum(data))
-            pages[i * _ALIGN : i * _ALIGN + 4] = np.frombuffer(crcs[-1].to_bytes(4, "little"), "u1")
-            buffers += [data, pages[i * _ALIGN : (i + 1) * _ALIGN]]
+            pages[i * PAGE : i * PAGE + 4] = np.frombuffer(crcs[-1].to_bytes(4, "little"), "u1")
+            buffers += [data, pages[i * PAGE : (i + 1) * PAGE]]
         _pwritev_all(fd, buffers, lo * slot, name)
         return crcs
 
@@ -262,6 +262,17 @@ def write_rows(arr: zarr.Array, start: int, data: np.ndarray, threads: int = 1) 
     return crcs
 
 
+def _shard_index(fd: int, spec: _Shards) -> tuple[np.ndarray | None, int]:
+    """A shard file's index, (per_shard, 2) of (offset, nbytes) after its CRC32C is checked, and
+    where the index starts; None for an index that is missing or damaged."""
+    index_bytes = spec.per_shard * 16 + 4
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, index_bytes, size - index_bytes) if size >= index_bytes else b""
+    if len(tail) != index_bytes or checksum(tail[:-4]).to_bytes(4, "little") != tail[-4:]:
+        return None, size
+    return np.frombuffer(tail, "<u8", 2 * spec.per_shard).reshape(-1, 2), size - index_bytes
+
+
 def read_chunk(arr: zarr.Array, index: int) -> np.ndarray:
     """Rows of inner chunk ``index`` (along axis 0) of ``arr``, checksum verified.
 
@@ -283,13 +294,11 @@ def read_chunk(arr: zarr.Array, index: int) -> np.ndarray:
     except FileNotFoundError:
         raise ValueError(f"shard file {path} is missing {repair}") from None
     try:
-        index_bytes = spec.per_shard * 16 + 4
-        size = os.fstat(fd).st_size
-        tail = os.pread(fd, index_bytes, size - index_bytes) if size >= index_bytes else b""
-        if len(tail) != index_bytes or checksum(tail[:-4]).to_bytes(4, "little") != tail[-4:]:
+        index, index_at = _shard_index(fd, spec)
+        if index is None:
             raise ValueError(f"the index of shard file {path} is damaged {repair}")
-        offset, nbytes = np.frombuffer(tail, "<u8", 2, inner * 16)
-        if nbytes != n + 4 or offset + nbytes > size - index_bytes:
+        offset, nbytes = index[inner]
+        if nbytes != n + 4 or offset + nbytes > index_at:
             raise ValueError(f"chunk {inner} of shard file {path} is missing {repair}")
         buf = np.empty(n + 4, np.uint8)
         got = os.preadv(fd, [memoryview(buf)], int(offset))
@@ -319,15 +328,12 @@ def shard_padding_is_clean(arr: zarr.Array, shard: int) -> bool:
     except FileNotFoundError:
         return True
     try:
-        size = os.fstat(fd).st_size
-        index_bytes = spec.per_shard * 16 + 4
-        tail = os.pread(fd, index_bytes, size - index_bytes) if size >= index_bytes else b""
-        if len(tail) != index_bytes or checksum(tail[:-4]).to_bytes(4, "little") != tail[-4:]:
+        index, index_at = _shard_index(fd, spec)
+        if index is None:
             return True
-        index = np.frombuffer(tail, "<u8", 2 * spec.per_shard).reshape(-1, 2)
         used = sorted((int(o), int(o + n)) for o, n in index if o != np.iinfo(np.uint64).max)
         end, gaps = 0, []
-        for start, stop in [*used, (size - index_bytes, size)]:
+        for start, stop in [*used, (index_at, os.fstat(fd).st_size)]:
             if start > end:
                 gaps.append((end, start))
             end = max(end, stop)
