@@ -74,18 +74,12 @@ def test_phase_codec_is_uniform_and_monotone():
 def test_plan_blocks_partition_chains_and_align_to_chunks(
     n_chains, T, M, side, every, mode, k, max_batch
 ):
-    plan = make_plan(
-        mode=mode,
-        n_chains=n_chains,
-        T=T,
-        M=M,
-        seed=3,
-        state_shape=(1, side, side),
-        periodic=True,
-        every=every,
-        tuples_per_chain=min(k, T),
-        max_batch=max_batch,
-    )
+    args = dict(mode=mode, n_chains=n_chains, T=T, M=M, seed=3, state_shape=(1, side, side))
+    args.update(periodic=True, tuples_per_chain=min(k, T), max_batch=max_batch)
+    if mode == "full" and every > T:  # would keep only step 1 of every chain
+        with pytest.raises(ValueError, match="--every must be in 1..T"):
+            make_plan(every=every, **args)
+    plan = make_plan(every=min(every, T), **args)
     assert plan.tuples_per_block % plan.chunk_tuples == 0  # no chunk is shared by two blocks
     assert plan.tuples_per_block >= plan.chains_per_block * plan.kept_per_chain
     chains = np.concatenate([plan.block_chains(b) for b in range(plan.n_blocks)])
