@@ -281,7 +281,9 @@ def gpu_section(sweep: dict, e2e: list[tuple[str, dict]]) -> list[str]:
             "End to end on the same device kind: `run_precompute` with 1 worker (one per GPU) vs "
             "the same blocks simulated in memory on the GPU (no encoding, no writes); block phase "
             "and in memory are the faster of 2 runs, which gave byte-identical stores every time; "
-            "*end to end* includes generating the data set and starting and stopping the worker.",
+            "*end to end* includes generating the data set and starting and stopping the worker. "
+            "Runs marked * had page-locked block buffers, since removed (pipeline/tasks.py); the "
+            "current code was not run end to end on a GPU.",
             "",
             "| run | configuration | --max-batch (chains per block) | writer threads | block memory | block phase | in memory | overhead | tuples/s | written | end to end |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
