@@ -99,8 +99,7 @@ def _output_dir(out: str | None, checkpoint: Path, overwrite: bool) -> Path:
         raise UserError(
             f"{d} already holds files; pass --overwrite to replace them or choose another --out"
         )
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return d  # created once there are samples to write: a failed run leaves no empty folder
 
 
 @app.command()
@@ -156,6 +155,7 @@ def sample(
               trajectory=9 if trajectory else 0, corrector_steps=corrector_steps, snr=snr,
               use_ema=not raw_weights)  # fmt: skip
     x = res.samples
+    out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "samples.npy", x.numpy())
     written = [out_dir / "samples.npy"]
     if x.ndim == 4:

@@ -245,6 +245,43 @@ def test_bad_input_to_sample_and_train(trained, small_store, tmp_path, capsys):
     )
 
 
+class _NotData:
+    """A Python object: a weights-only load must refuse a checkpoint that holds one."""
+
+
+def test_damaged_checkpoints_say_what_is_wrong(trained, tmp_path, capsys):
+    ck = trained / "ckpt-00000030.pt"
+    good = torch.load(ck, weights_only=True)
+
+    def says(path: Path, message: str) -> None:
+        code, _, err = run_cli(["sample", "--checkpoint", str(path), "--out", str(tmp_path / "o")],
+                               capsys)  # fmt: skip
+        one_line_error(code, err, message)
+        assert not (tmp_path / "o").exists()
+
+    junk, empty, cut = tmp_path / "junk.pt", tmp_path / "empty.pt", tmp_path / "cut.pt"
+    junk.write_bytes(b"not a checkpoint")
+    empty.write_bytes(b"")
+    cut.write_bytes(ck.read_bytes()[:-100])
+    says(junk, "not a torch checkpoint")
+    says(empty, "is empty")
+    says(cut, "truncated or damaged")
+    pickled = tmp_path / "pickled.pt"
+    torch.save({**good, "extra": _NotData()}, pickled)
+    says(pickled, "refuses to unpickle")
+    # weights of another architecture: the message names the keys that do not fit
+    name = next(k for k, v in good["ema"].items() if v.ndim == 4)
+    reshaped = tmp_path / "reshaped.pt"
+    torch.save({**good, "ema": {**good["ema"], name: good["ema"][name][:1]}}, reshaped)
+    says(reshaped, f"shape: {name}")
+    dropped = tmp_path / "dropped.pt"
+    torch.save({**good, "ema": {k: v for k, v in good["ema"].items() if k != name}}, dropped)
+    says(dropped, f"missing: {name}")
+    bad_config = tmp_path / "config.pt"
+    torch.save({**good, "model_config": json.dumps({"arch": "nope"})}, bad_config)
+    says(bad_config, "model_config cannot be built")
+
+
 def test_incomplete_store_is_refused(small_store, tmp_path, capsys):
     copy = tmp_path / "partial.zarr"
     shutil.copytree(small_store, copy)

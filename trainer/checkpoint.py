@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, corrupted or not a torch file
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted or not an orient checkpoint ({exc.__class__.__name__})"
-        ) from None
+        raise CheckpointError(f"checkpoint {path} is corrupted: {_unreadable(path, exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an orient checkpoint of format {CHECKPOINT_FORMAT}")
     return ckpt
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in a few words."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        return "not a torch checkpoint (torch.save writes a zip archive; this file is not one)"
+    if isinstance(exc, pickle.UnpicklingError):
+        return (
+            "it holds Python objects that a weights-only load refuses to unpickle "
+            "(orient checkpoints hold only tensors and plain data)"
+        )
+    return "the zip archive is truncated or damaged (an interrupted copy?)"
+
+
+def state_dict_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str | None:
+    """What keeps ``given`` from loading into a module whose state dict is ``expected``, or None."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            parts.append(f"{label}: {', '.join(names[:3])}{more}")
+    return "; ".join(parts) or None
 
 
 def process_payload(process: Process) -> dict[str, Any]:

@@ -21,7 +21,12 @@ from torch import Tensor
 from orient.dynamics import Process
 from orient.storage.store import TupleStore
 
-from .checkpoint import CheckpointError, load_checkpoint, process_from_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    process_from_checkpoint,
+    state_dict_mismatch,
+)
 from .models import build_model
 from .score_model import ScoreModel
 
@@ -39,14 +44,18 @@ def load_score_model(
     """Model (EMA weights by default) and its process, both rebuilt from the checkpoint alone."""
     ckpt = load_checkpoint(path, map_location=device)
     process = process_from_checkpoint(ckpt).to(device)
+    key = "ema" if use_ema else "model"
+    if "model_config" not in ckpt or not isinstance(ckpt.get(key), dict):
+        raise CheckpointError(f"{path} holds no model_config or {key} weights")
     try:
         net = build_model(json.loads(ckpt["model_config"]))
-        model = ScoreModel(net, process)
-        model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path}: weights do not fit the recorded model ({exc.__class__.__name__})"
-        ) from None
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: its model_config cannot be built ({exc})") from None
+    model = ScoreModel(net, process)
+    why = state_dict_mismatch(model.state_dict(), ckpt[key])
+    if why:
+        raise CheckpointError(f"{path}: the {key} weights do not fit the recorded model ({why})")
+    model.load_state_dict(ckpt[key])
     return model.to(device).eval(), process, ckpt
 
 
