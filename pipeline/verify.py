@@ -71,13 +71,13 @@ def simulate(process, x0, plan, epoch, block, device) -> dict[str, np.ndarray]:
         torch.set_num_threads(threads)
 
 
-def _markers(g, n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:  # noqa: ANN001
+def _markers(arrays: dict, n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Each block's done marker and digest, read one chunk at a time so that one damaged chunk
     marks only its own block (as not done, and corrupted)."""
     done, digests, bad = np.zeros(n, dtype=bool), np.zeros((n, 4), dtype=np.uint8), []
     for b in range(n):
         try:
-            done[b], digests[b] = bool(g["done"][b]), g["digest"][b]
+            done[b], digests[b] = bool(arrays["done"][b]), arrays["digest"][b]
         except ValueError:  # checksum mismatch
             bad.append(b)
     return done, digests, bad
@@ -132,13 +132,13 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
         except (ValueError, KeyError) as exc:
             raise Unrepairable(f"{url}: {name}/{key} is damaged ({damage(exc)}){rebuild}") from None
         epoch = int(name.split("/")[1].replace(".tmp-", "")) if name.startswith("epochs/") else 0
-        done, digests, bad_markers = _markers(g, plan.n_blocks)
+        done, digests, bad_markers = _markers(opened, plan.n_blocks)
         rep = GroupReport(name, plan.n_blocks, incomplete=[int(b) for b in np.flatnonzero(~done)])
         rep.corrupted += bad_markers  # a damaged done marker or digest: the block is rewritten
         bar = Progress(plan.n_blocks, f"verify {name}", unit="blocks")
         for b in np.flatnonzero(done):  # a block with a damaged marker reads as not done
             try:
-                arrays = read_block(g, int(b))
+                arrays = read_block(g, int(b), opened=opened)
                 if not np.array_equal(block_digest(arrays, plan.chunk_tuples), digests[b]):
                     rep.corrupted.append(int(b))
                 elif not all(shard_padding_is_clean(opened[k], int(b)) for k in TUPLE_ARRAYS):

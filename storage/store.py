@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -411,12 +411,19 @@ def write_block(
 
 
 def read_block(
-    group: zarr.Group, block: int, keys: tuple[str, ...] = TUPLE_ARRAYS
+    group: zarr.Group,
+    block: int,
+    keys: tuple[str, ...] = TUPLE_ARRAYS,
+    opened: Mapping[str, zarr.Array] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Read a block's region of ``keys`` (raises ValueError on a checksum mismatch)."""
+    """Read a block's region of ``keys`` (raises ValueError on a checksum mismatch).
+
+    ``opened``: the group's arrays, opened once by a caller that reads many blocks (opening one
+    parses its metadata: a file read, or a request on a remote store)."""
     layout = Layout.from_json(group.attrs["layout"])
     start, stop = block * layout.tuples_per_block, (block + 1) * layout.tuples_per_block
-    return {key: np.asarray(group[key][start:stop]) for key in keys}
+    arrays = opened if opened is not None else {key: group[key] for key in keys}
+    return {key: np.asarray(arrays[key][start:stop]) for key in keys}
 
 
 def _write_whole(g: zarr.Group, name: str, a: np.ndarray) -> None:
