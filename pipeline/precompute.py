@@ -423,6 +423,9 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         }
         same_limits = all(getattr(cfg, k) in (None, v) for k, v in recorded.items())
         cfg = replace(cfg, **{k: v for k, v in recorded.items() if getattr(cfg, k) is None})
+        if cfg.epochs is None and old.meta.get("epochs_planned"):
+            # every epoch the interrupted run planned (which --disk-budget divided among them)
+            cfg = replace(cfg, epochs=old.meta["epochs_planned"])
     kind = cfg.device.split(":")[0]
     if cfg.max_batch is None:  # recorded in the store as resolved
         cfg = replace(cfg, max_batch=DEFAULT_MAX_BATCH[kind])

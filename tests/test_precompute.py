@@ -232,6 +232,46 @@ def test_kill_then_resume_gives_uninterrupted_bytes(sig, tmp_path, capsys):
     assert_same_bytes(ref, killed)
 
 
+def test_kill_in_per_epoch_mode_then_resume_without_epochs(tmp_path, capsys):
+    """SIGKILL while the second of three epochs is being written: the first is in place and
+    complete, the second is visible only under its temporary name (epochs appear atomically), and
+    a --resume that does not repeat --epochs writes every planned epoch, to the uninterrupted
+    bytes."""
+    args = [
+        "precompute", "--num-examples", "40", "--image-size", "16", "--steps", "30",
+        "--schedule", "two_D=1e-4:0.1,K=5e-5:0.05", "--samples", "2", "--tuples-per-chain", "3",
+    ]  # fmt: skip
+    killed = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(
+        [*ORIENT, *args, "--epochs", "3", "--max-batch", "1", "--workers", "2"]
+        + ["--out", str(killed)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while (
+        _done_count(killed, "epochs/.tmp-00001") < 3
+        and time.time() < deadline
+        and proc.poll() is None
+    ):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    epochs = zarr.open_group(str(killed), mode="r")["epochs"]
+    assert sorted(epochs.group_keys()) == [".tmp-00001", "00000"]
+    assert 0 < _done_count(killed, "epochs/.tmp-00001") < 36
+    assert _done_count(killed, "epochs/00000") == 36
+    code, out, _ = run_cli(["info", str(killed)], capsys)
+    assert code == 0 and "1 of 3 planned written" in out
+    code, _, err = run_cli([*args, "--workers", "1", "--out", str(killed), "--resume"], capsys)
+    assert code == 0, err
+    ref = tmp_path / "ref.zarr"
+    code, _, err = run_cli([*args, "--epochs", "3", "--max-batch", "1", "--out", str(ref)], capsys)
+    assert code == 0, err
+    assert_same_bytes(ref, killed)
+
+
 def test_per_epoch_mode_writes_complete_epochs(tmp_path, capsys):
     out = tmp_path / "ep.zarr"
     code, stdout, err = run_cli(
