@@ -29,6 +29,7 @@ from orient.storage.store import (
     is_local,
     local_path,
     shared_between_processes,
+    store_state,
     tmp_epoch_name,
     writer_lock,
 )
@@ -385,7 +386,7 @@ def write_epoch(
     if epoch in store.epochs():
         return 0, 0
     tmp = tmp_epoch_name(epoch)
-    if tmp.split("/")[1] not in store.root["epochs"].group_keys():
+    if not store.has_group(tmp):
         store.create_tuple_group(tmp, plan.layout())
     n, b = _run_group(client, store, tmp, plan, epoch, device, f"epoch {epoch}", io_threads)
     store.rename_group(tmp, epoch_name(epoch))
@@ -410,6 +411,9 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     if private and not cfg.scheduler:  # our LocalCluster's workers are processes
         raise _private_store_error(cfg.out)
     old = None
+    if cfg.resume and exists(cfg.out) and store_state(cfg.out) == "interrupted":
+        log(f"precompute: the creation of {cfg.out} was interrupted; creating it afresh")
+        cfg = replace(cfg, resume=False, overwrite=True)
     if cfg.resume:
         if not exists(cfg.out):
             raise StoreError(f"--resume: there is no store at {cfg.out}")
@@ -492,13 +496,13 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
             meta = _meta(cfg, ds, train, test, plan)
             with writer_lock(cfg.out):  # --overwrite: not a store that another command writes
                 pass
+            tables = {} if ds.metadata is None else {"metadata": metadata_table(ds, train)}
             store = TupleStore.create(
                 cfg.out, meta, process, x0, train, test, ds.data[test],
                 overwrite=cfg.overwrite or exists(cfg.out),  # refuse_to_replace let it through
+                tables=tables,
             )  # fmt: skip
             held.enter_context(writer_lock(cfg.out))
-            if ds.metadata is not None:
-                _write_metadata(store, ds, train)
         log(
             f"precompute: {cfg.process} on {ds.name} ({plural(len(train), 'chain')}, T={process.T}, "
             f"M={cfg.M}, {plan.mode} mode, {plan.kept_per_chain} tuples/chain, "
@@ -506,7 +510,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
             f"{plural(plan.chains_per_block, 'chain')}) -> {cfg.out}"
         )
         if plan.mode == "full":
-            if "full" not in store.root.group_keys():
+            if not store.has_group("full"):
                 store.create_tuple_group("full", plan.layout())
             t1 = time.perf_counter()
             tuples, blocks = _run_group(
@@ -561,14 +565,15 @@ def _private_store_error(url: str) -> StoreError:
 
 def refuse_to_replace(url: str, overwrite: bool) -> None:
     """An existing path is replaced only with --overwrite, and only if it is an orient store."""
-    try:
-        TupleStore.open(url)
-        is_store = True
-    except StoreError:
-        is_store = False
-    if is_store and overwrite:
+    state = store_state(url)  # a store of another format version is a store, and replaceable
+    if state in ("store", "interrupted") and overwrite:
         return
-    if is_store:
+    if state == "interrupted":
+        raise StoreError(
+            f"the creation of {url} was interrupted before any tuple was written; pass --resume "
+            "or --overwrite to create it afresh"
+        )
+    if state == "store":
         raise StoreError(
             f"{url} is an existing store; pass --resume to continue it or --overwrite to replace it"
         )
@@ -579,12 +584,11 @@ def refuse_to_replace(url: str, overwrite: bool) -> None:
     )
 
 
-def _write_metadata(store: TupleStore, ds: DataSet, train: np.ndarray) -> None:
+def metadata_table(ds: DataSet, train: np.ndarray) -> Any:
     """The data set's per-example table (e.g. SOCOFing's parsed file names), with a train column."""
     import pyarrow as pa
 
-    table = ds.metadata.append_column("train", pa.array(np.isin(np.arange(len(ds.data)), train)))
-    store.write_table("metadata", table)
+    return ds.metadata.append_column("train", pa.array(np.isin(np.arange(len(ds.data)), train)))
 
 
 def estimate_bytes(plan: Plan) -> int:

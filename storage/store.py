@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -39,6 +40,7 @@ from .chunkio import checksum, chunk_checksums, write_rows
 from .codecs import ENCODINGS
 
 FORMAT_VERSION = 3  # 2: block digests are CRC32C (were CRC-32); 3: one shard per block and array
+CREATING = "orient_creating"  # root attribute of a store whose creation has not finished
 TUPLE_ARRAYS = ("x_prev", "x_t", "score", "t", "src")
 TRAINING_ARRAYS = ("x_t", "score", "t")
 
@@ -112,6 +114,11 @@ class TupleStore:
         self.url = url
         self.root = root
         attrs = root.attrs.asdict()
+        if "orient" not in attrs and CREATING in attrs:
+            raise StoreError(
+                f"the creation of {url} was interrupted before any tuple was written; re-run "
+                "the command with --resume (or --overwrite) to create it afresh"
+            )
         if "orient" not in attrs:
             raise StoreError(f"{url} is a Zarr group but not an orient store")
         self.meta: dict[str, Any] = attrs["orient"]
@@ -119,7 +126,7 @@ class TupleStore:
         if fmt != FORMAT_VERSION:
             raise StoreError(
                 f"{url} has store format {fmt}, this orient reads format {FORMAT_VERSION}; "
-                "re-run `orient precompute` with this version"
+                "re-create it with this version (`orient precompute ... --overwrite`)"
             )
 
     # -- creation / opening ------------------------------------------------------------------
@@ -134,8 +141,12 @@ class TupleStore:
         test_index: np.ndarray,
         test_x0: np.ndarray,
         overwrite: bool = False,
+        tables: dict[str, Any] | None = None,
     ) -> TupleStore:
-        """Write a new, empty store (metadata, process buffers, sources); refuses to overwrite."""
+        """Write a new, empty store (metadata, process buffers, sources, pyarrow ``tables``);
+        refuses to overwrite. Its metadata come last, replacing the ``CREATING`` marker written
+        first: a creation cut short is recognised as such (:func:`store_state`), never mistaken
+        for a store, and may be created afresh without --overwrite's consent to lose data."""
         if exists(url):
             if not overwrite:
                 raise StoreError(
@@ -143,6 +154,7 @@ class TupleStore:
                 )
             remove(url)
         root = zarr.open_group(url, mode="w-")
+        root.attrs[CREATING] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         meta = {
             **meta,
             "format_version": FORMAT_VERSION,
@@ -161,8 +173,11 @@ class TupleStore:
         _write_whole(split, "test", np.asarray(test_index, dtype=np.int64))
         _write_whole(split, "x0", np.ascontiguousarray(test_x0, dtype=np.float32))
         root.create_group("epochs")
-        # metadata last: a store without it is not an orient store and is never mistaken for one
-        root.attrs["orient"] = json.loads(json.dumps(meta))
+        for name, table in (tables or {}).items():
+            _write_table(root, name, table)
+        # metadata last, in one write that also drops the marker: a store without them is not an
+        # orient store and is never mistaken for one
+        root.attrs.put({"orient": json.loads(json.dumps(meta))})
         return cls(url, root)
 
     @classmethod
@@ -201,14 +216,7 @@ class TupleStore:
 
     def write_table(self, name: str, table: Any) -> None:
         """Keep a pyarrow Table in the store as Parquet bytes (array ``tables/<name>``, checksummed)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        raw = np.frombuffer(sink.getvalue().to_pybytes(), dtype=np.uint8)
-        g = self.root.require_group("tables")
-        _write_whole(g, name, raw)
+        _write_table(self.root, name, table)
 
     def read_table(self, name: str) -> Any:
         """The pyarrow Table stored under ``name`` (None if absent)."""
@@ -294,6 +302,14 @@ class TupleStore:
         )
         g.attrs["layout"] = layout.to_json()
         return g
+
+    def has_group(self, name: str) -> bool:
+        """Is tuple group ``name`` created whole? (:meth:`create_tuple_group` writes its layout
+        last; a group without one was cut short and is created again.)"""
+        try:
+            return "layout" in self.root[name].attrs
+        except KeyError:
+            return False
 
     def group(self, name: str) -> zarr.Group:
         try:
@@ -426,6 +442,16 @@ def read_block(
     return {key: np.asarray(arrays[key][start:stop]) for key in keys}
 
 
+def _write_table(root: zarr.Group, name: str, table: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    raw = np.frombuffer(sink.getvalue().to_pybytes(), dtype=np.uint8)
+    _write_whole(root.require_group("tables"), name, raw)
+
+
 def _write_whole(g: zarr.Group, name: str, a: np.ndarray) -> None:
     arr = g.create_array(name, shape=a.shape, dtype=a.dtype, compressors=_checked(), fill_value=0)
     arr[...] = a
@@ -478,6 +504,19 @@ def shared_between_processes(url: str) -> bool:
     fs, _ = filesystem(url)
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     return "memory" not in protocols
+
+
+def store_state(url: str) -> str:
+    """What is at ``url``: "store" (an orient store, of any format version), "interrupted" (a
+    creation cut short before its metadata: nothing in it but what the command re-creates) or
+    "other" (not a Zarr group, or one that orient did not create)."""
+    try:
+        attrs = zarr.open_group(url, mode="r").attrs.asdict()
+    except Exception:  # not a Zarr group, or unreadable metadata
+        return "other"
+    if "orient" in attrs:
+        return "store"
+    return "interrupted" if CREATING in attrs else "other"
 
 
 def exists(url: str) -> bool:

@@ -272,6 +272,17 @@ def test_kill_in_per_epoch_mode_then_resume_without_epochs(tmp_path, capsys):
     assert_same_bytes(ref, killed)
 
 
+def test_a_tuple_group_cut_short_is_created_again(small_store, tmp_path, capsys):
+    """A kill inside create_tuple_group leaves the group without its layout (written last):
+    --resume creates it again instead of failing on its missing arrays."""
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(small_store, copy)
+    zarr.open_group(str(copy), mode="r+").create_group("full", overwrite=True)
+    code, _, err = run_cli(["precompute", *SMALL, "--out", str(copy), "--resume"], capsys)
+    assert code == 0, err
+    assert_same_bytes(small_store, copy)
+
+
 def test_per_epoch_mode_writes_complete_epochs(tmp_path, capsys):
     out = tmp_path / "ep.zarr"
     code, stdout, err = run_cli(

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from PIL import Image
 
-from conftest import SMALL, run_cli
+from conftest import SMALL, assert_same_bytes, run_cli
 
 FAST = [
     "--steps",
@@ -168,6 +169,52 @@ def test_existing_output_is_never_silently_replaced(small_store, tmp_path, capsy
     empty.mkdir()
     code, _, err = run_cli(["precompute", *SMALL, "--out", str(empty)], capsys)
     assert code == 0, err
+
+
+def test_a_creation_cut_short_is_recognised_and_created_afresh(
+    small_store, tmp_path, capsys, monkeypatch
+):
+    """A store whose creation stopped before its metadata (a kill, a full disk) is neither
+    mistaken for a store nor left for ever: it is named as such, and --resume (or --overwrite)
+    creates it afresh, to the bytes of an uninterrupted run."""
+    import orient.storage.store as st
+
+    out = tmp_path / "cut.zarr"
+    real, calls = st._write_whole, []
+
+    def disk_fills(g, name, a):  # the third whole array of the creation finds the disk full
+        calls.append(name)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(g, name, a)
+
+    monkeypatch.setattr(st, "_write_whole", disk_fills)
+    code, _, err = run_cli(["precompute", *SMALL, "--out", str(out)], capsys)
+    assert code != 0 and "Traceback" not in err, err
+    monkeypatch.undo()
+    assert st.store_state(str(out)) == "interrupted"
+    for cmd in (["info", str(out)], ["precompute", *SMALL, "--out", str(out)]):
+        one_line_error(*run_cli(cmd, capsys)[::2], "interrupted", "--resume")
+    code, _, err = run_cli(["precompute", *SMALL, "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    assert_same_bytes(small_store, out)
+
+
+def test_a_store_of_another_format_version_is_replaced_only_with_overwrite(
+    small_store, tmp_path, capsys
+):
+    old = tmp_path / "old.zarr"
+    shutil.copytree(small_store, old)
+    root = zarr.open_group(str(old), mode="r+")
+    root.attrs["orient"] = {**root.attrs["orient"], "format_version": 2}
+    code, _, err = run_cli(["precompute", *SMALL, "--out", str(old), "--resume"], capsys)
+    one_line_error(code, err, "store format 2", "--overwrite")
+    one_line_error(
+        *run_cli(["precompute", *SMALL, "--out", str(old)], capsys)[::2], "existing store"
+    )
+    code, _, err = run_cli(["precompute", *SMALL, "--out", str(old), "--overwrite"], capsys)
+    assert code == 0, err
+    assert_same_bytes(small_store, old)
 
 
 def test_resume_with_another_process_is_refused(small_store, tmp_path, capsys):
