@@ -295,14 +295,7 @@ def verify(
         raise typer.Exit(1) from None
     for r in reports:
         print(r.line())
-    bad = [
-        r
-        for r in reports
-        if not r.ok
-        and not (
-            repair and not r.unwritten and set(r.repaired) >= set(r.damaged) | set(r.incomplete)
-        )
-    ]
+    bad = [r for r in reports if not (r.ok or (repair and r.mended))]
     if any(not r.unwritten for r in bad):
         print(
             f"orient: error: {store} has damaged or unfinished blocks; run `orient verify {store} --repair`",

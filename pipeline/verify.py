@@ -35,6 +35,8 @@ class GroupReport:
     mismatched: list[int] = field(default_factory=list)  # differs from a fresh simulation
     repaired: list[int] = field(default_factory=list)
     unwritten: bool = False  # a planned epoch that was never begun (precompute --resume writes it)
+    temporary: bool = False  # an epoch still under its temporary name: training does not see it
+    renamed: str | None = None  # where --repair moved a finished temporary epoch
 
     @property
     def damaged(self) -> list[int]:
@@ -42,12 +44,23 @@ class GroupReport:
 
     @property
     def ok(self) -> bool:
-        return not self.incomplete and not self.damaged and not self.unwritten
+        unfinished = self.temporary and self.renamed is None
+        return not (self.incomplete or self.damaged or self.unwritten or unfinished)
+
+    @property
+    def mended(self) -> bool:
+        """Did --repair leave this group whole and in place?"""
+        covered = set(self.repaired) >= set(self.damaged) | set(self.incomplete)
+        return not self.unwritten and covered and (not self.temporary or self.renamed is not None)
 
     def line(self) -> str:
         if self.unwritten:
             return f"{self.name}: NOT WRITTEN (planned; `orient precompute --resume` writes it)"
         status = "ok" if self.ok else "DAMAGED" if self.damaged else "INCOMPLETE"
+        if status == "INCOMPLETE" and not self.incomplete:
+            status = (
+                "NOT IN PLACE (all blocks written, never renamed: --repair or --resume does it)"
+            )
         parts = [f"{self.name}: {status}", f"{self.blocks} blocks"]
         if self.incomplete:
             parts.append(f"{len(self.incomplete)} not done")
@@ -58,6 +71,8 @@ class GroupReport:
         parts.append(f"recomputed {len(self.recomputed)}")
         if self.repaired:
             parts.append(f"repaired {len(self.repaired)}")
+        if self.renamed:
+            parts.append(f"renamed into place as {self.renamed}")
         return ", ".join(parts)
 
 
@@ -154,10 +169,14 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
             rep.recomputed.append(int(b))
             if not np.array_equal(block_digest(fresh, plan.chunk_tuples), digests[b]):
                 rep.mismatched.append(int(b))
+        rep.temporary = ".tmp-" in name
         if repair:
             for b in sorted(set(rep.damaged) | set(rep.incomplete)):
                 write_block(g, b, simulate(process, x0, plan, epoch, b, device))
                 rep.repaired.append(b)
+            if rep.temporary:  # every block is now written and checked: what precompute does next
+                store.rename_group(name, epoch_name(epoch))
+                rep.renamed = epoch_name(epoch)
         reports.append(rep)
     # planned epochs never begun (a begun one is a group above, complete or not)
     begun = {int(n.split("/")[1].replace(".tmp-", "")) for n in names if n.startswith("epochs/")}

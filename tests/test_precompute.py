@@ -283,6 +283,22 @@ def test_a_tuple_group_cut_short_is_created_again(small_store, tmp_path, capsys)
     assert_same_bytes(small_store, copy)
 
 
+def test_verify_does_not_pass_an_epoch_left_under_its_temporary_name(tmp_path, capsys):
+    """Killed after an epoch's last marker but before its rename: every block is sound, yet
+    training cannot see the epoch, so verify fails; --repair renames it into place."""
+    ref, out = tmp_path / "ref.zarr", tmp_path / "ep.zarr"
+    args = ["precompute", *SMALL, "--tuples-per-chain", "3", "--epochs", "2"]
+    assert run_cli([*args, "--out", str(ref)], capsys)[0] == 0
+    shutil.copytree(ref, out)
+    (out / "epochs" / "00001").rename(out / "epochs" / ".tmp-00001")
+    code, stdout, err = run_cli(["verify", str(out)], capsys)
+    assert code == 1 and "epochs/.tmp-00001: NOT IN PLACE" in stdout and "verified" not in stdout
+    code, stdout, err = run_cli(["verify", str(out), "--repair"], capsys)
+    assert code == 0 and "renamed into place as epochs/00001" in stdout, stdout + err
+    assert run_cli(["verify", str(out)], capsys)[0] == 0
+    assert_same_bytes(ref, out)
+
+
 def test_per_epoch_mode_writes_complete_epochs(tmp_path, capsys):
     out = tmp_path / "ep.zarr"
     code, stdout, err = run_cli(
