@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -404,7 +406,40 @@ def load_dataset(name: str, **options: Any) -> DataSet:
         raise DataError(
             f"data set {name!r} takes no option(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(accepted)) or 'none'}"
         )
-    return loader(**options)
+    hints = typing.get_type_hints(loader)
+    return loader(**{k: _as_option(name, k, v, hints[k]) for k, v in options.items()})
+
+
+def _as_option(dataset: str, key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the type a loader declares for option ``key`` (1e3 is an integer, a single
+    name is a one-element tuple), or a one-line DataError that names the option."""
+    kinds = (
+        set(typing.get_args(hint))
+        if typing.get_origin(hint) in (Union, types.UnionType)
+        else {hint}
+    )
+    if value is None and type(None) in kinds:
+        return None
+    kinds.discard(type(None))
+    (kind,) = kinds
+    origin = typing.get_origin(kind) or kind
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int and number and float(value).is_integer():
+        return int(value)
+    if kind is float and number:
+        return float(value)
+    if kind in (bool, str) and isinstance(value, kind):
+        return value
+    if origin is tuple and isinstance(value, str):
+        return (value,)
+    if origin is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if origin is dict and isinstance(value, dict):
+        return value
+    wanted = {int: "an integer", float: "a number", bool: "true or false", str: "a text"}.get(
+        kind, "a name or a list of names" if origin is tuple else str(kind)
+    )
+    raise DataError(f"data set {dataset!r}: option {key} must be {wanted}, got {value!r}")
 
 
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

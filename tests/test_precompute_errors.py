@@ -65,6 +65,8 @@ def write_png(path: Path, size: tuple[int, int], seed: int = 0) -> None:
         (["--block-memory", "0"], ["--block-memory must be positive"]),
         (["--block-memory", "lots"], ["--block-memory: cannot read size 'lots'"]),
         (["--io-threads", "0"], ["--io-threads must be >= 1"]),
+        (["--data-opt", "seed=1.5"], ["option seed must be an integer, got 1.5"]),
+        (["--data-opt", "seed=abc"], ["option seed must be an integer, got 'abc'"]),
     ],
 )
 def test_bad_options(args, fragments, tmp_path, capsys):
@@ -73,6 +75,21 @@ def test_bad_options(args, fragments, tmp_path, capsys):
     code, _, err = run_cli(["precompute", *base, *args, "--out", str(out)], capsys)
     one_line_error(code, err, *fragments)
     assert not out.exists()  # nothing half-written
+
+
+def test_data_options_take_the_types_their_loader_declares(tmp_path):
+    from orient.pipeline.datasets import DataError, load_dataset
+
+    ds = load_dataset("snp", n=20, d=1e2, block=10)  # 1e2 reads as a float: an integer here
+    assert ds.data.shape == (20, 100) and ds.identity["params"]["d"] == 100
+    assert load_dataset("gmm2d", n=10, separation=3).identity["params"]["separation"] == 3.0
+    with pytest.raises(DataError, match="option std must be a number, got 'abc'"):
+        load_dataset("gmm2d", std="abc")
+    with pytest.raises(DataError, match="option channels must be an integer, got True"):
+        load_dataset("image-folder", data_dir=str(tmp_path), channels=True)
+    # one set name is a one-element tuple, not a tuple of its letters
+    with pytest.raises(DataError, match=r"set\(s\) Altered-Easy found"):
+        load_dataset("socofing", data_dir=str(tmp_path), sets="Altered-Easy")
 
 
 def test_missing_and_empty_data_folders(tmp_path, capsys):
