@@ -244,6 +244,9 @@ WORKER_ENV = {
 }
 
 
+SCHEDULER_WORKER_WAIT_S = 60.0  # how long --scheduler may be without workers (e.g. scaling up)
+
+
 @contextlib.contextmanager
 def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[Any]:
     """A distributed Client: to ``scheduler`` if given, else a LocalCluster of worker processes."""
@@ -258,6 +261,13 @@ def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[An
                 f"the Dask scheduler at {scheduler} does not answer ({damage(exc)})"
             ) from None
         try:
+            try:  # tasks given to a scheduler without workers would wait for ever
+                client.wait_for_workers(1, timeout=SCHEDULER_WORKER_WAIT_S)
+            except TimeoutError:
+                raise ValueError(
+                    f"the Dask scheduler at {scheduler} has no workers (waited "
+                    f"{SCHEDULER_WORKER_WAIT_S:g} s); start some with `dask worker {scheduler}`"
+                ) from None
             yield client
         finally:
             client.close()
@@ -447,16 +457,22 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     # machine: ~8 s each); on a small one both compete for the same cores and it is slower
     overlap = cfg.scheduler is None and available_cores() >= 2 * (workers + 1)
     tuples = blocks = 0
-    cluster = f"connecting to {cfg.scheduler}" if cfg.scheduler else "starting the workers"
-    log(f"precompute: preparing {cfg.dataset} {'while' if overlap else 'then'} {cluster}")
+    if cfg.scheduler:  # asked first: a wrong address is said at once, not after the data
+        log(f"precompute: connecting to {cfg.scheduler}, then preparing {cfg.dataset}")
+    else:
+        log(
+            f"precompute: preparing {cfg.dataset} {'while' if overlap else 'then'} starting the workers"
+        )
     with contextlib.ExitStack() as held:
         if overlap:
             background = held.enter_context(ThreadPoolExecutor(1, "orient-prepare"))
             preparing = background.submit(prepare, cfg)
-        else:
+        elif not cfg.scheduler:
             preparing = _done(prepare(cfg))
         # connect before writing anything: a scheduler that does not answer leaves no store behind
         client = held.enter_context(dask_client(cfg.workers, cfg.scheduler, cfg.device))
+        if cfg.scheduler:
+            preparing = _done(prepare(cfg))
         ds, train, test, process = preparing.result()
         for note in ds.notes:
             log(f"note: {note}")

@@ -409,6 +409,31 @@ def test_run_on_an_existing_distributed_scheduler(small_store, tmp_path, capsys)
             p.wait()
 
 
+def test_a_scheduler_without_workers_is_an_error_not_a_hang(tmp_path, capsys, monkeypatch):
+    import orient.pipeline.precompute as pre
+
+    monkeypatch.setattr(pre, "SCHEDULER_WORKER_WAIT_S", 1.0)
+    port = _free_port()
+    sched = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_for_port(port, sched)
+        out = tmp_path / "s.zarr"
+        address = f"tcp://127.0.0.1:{port}"
+        code, _, err = run_cli(["precompute", *SMALL, "--scheduler", address, "--out", str(out)],
+                               capsys)  # fmt: skip
+        lines = [ln for ln in err.splitlines() if ln.startswith("orient: error:")]
+        assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
+        assert "has no workers (waited 1 s)" in lines[0] and f"dask worker {address}" in lines[0]
+        assert not out.exists()
+    finally:
+        os.killpg(sched.pid, signal.SIGKILL)
+        sched.wait()
+
+
 def test_an_fsspec_url_store_works_end_to_end(small_store):
     """--out as an fsspec URL: writes go through Zarr's FsspecStore (no local fast path), per-epoch
     groups are moved into place with fsspec, and verify and the reader work on the result. The
