@@ -31,11 +31,11 @@ import torch
 from common import save
 
 from orient.pipeline.blocks import make_plan
+from orient.pipeline.cluster import dask_client
 from orient.pipeline.precompute import (
     PrecomputeConfig,
     _meta,
     check_device,
-    dask_client,
     prepare,
 )
 from orient.storage.chunkio import page_aligned

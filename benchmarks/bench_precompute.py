@@ -34,7 +34,8 @@ import torch
 from common import save, timed
 
 from orient.pipeline.blocks import Plan, block_start, run_chains
-from orient.pipeline.precompute import WORKER_ENV, PrecomputeConfig, run_precompute
+from orient.pipeline.cluster import WORKER_ENV
+from orient.pipeline.precompute import PrecomputeConfig, run_precompute
 from orient.storage.store import TupleStore
 
 _W: dict = {}

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 from common import save
 
-from orient.pipeline.precompute import WORKER_ENV, PrecomputeConfig, run_precompute
+from orient.pipeline.cluster import WORKER_ENV
+from orient.pipeline.precompute import PrecomputeConfig, run_precompute
 
 BLOCKS_PER_PROCESS = 7
 MODES = ("none", "raw", "store")

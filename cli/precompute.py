@@ -82,7 +82,12 @@ def precompute(
     seed: Annotated[
         int, typer.Option(help="Seed of every random draw (split, chains, noise, order).")
     ] = 0,
-    workers: Annotated[int, typer.Option(help="Dask worker processes for the local cluster.")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Dask worker processes of the local cluster (default: one per core; with CUDA one per GPU, each on its own)."
+        ),
+    ] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Address of an existing Dask scheduler (tcp://host:port).")
     ] = None,

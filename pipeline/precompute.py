@@ -7,11 +7,9 @@ on a Dask cluster: a LocalCluster of worker processes by default, or an existing
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -20,10 +18,10 @@ import numpy as np
 import torch
 
 from orient.dynamics import Process, create_process
+from orient.storage.codecs import state_precision_problem
 from orient.storage.store import (
     StoreError,
     TupleStore,
-    damage,
     epoch_name,
     exists,
     is_local,
@@ -35,6 +33,7 @@ from orient.storage.store import (
 )
 
 from .blocks import DEFAULT_BLOCK_MEMORY, Plan, bytes_per_tuple, make_plan
+from .cluster import dask_client, local_workers
 from .datasets import DataSet, load_dataset, split_indices
 from .machine import available_cores
 from .progress import Progress
@@ -59,7 +58,7 @@ class PrecomputeConfig:
     epochs: int | None = None
     seed: int = 0
     test_fraction: float = 0.1
-    workers: int = 2
+    workers: int | None = None  # None: one per core, or one per GPU with CUDA
     scheduler: str | None = None
     device: str = "auto"  # cuda when available, else cpu
     max_batch: int | None = None  # chains per block at most; None: DEFAULT_MAX_BATCH[device type]
@@ -143,6 +142,8 @@ def prepare(cfg: PrecomputeConfig) -> tuple[DataSet, np.ndarray, np.ndarray, Pro
     process = create_process(
         cfg.process, steps=cfg.steps, schedule=cfg.schedule, example=example, **cfg.process_options
     )
+    if problem := state_precision_problem(process):
+        raise ValueError(f"--schedule {cfg.schedule or '(default)'}: {problem}")
     return ds, train, test, process
 
 
@@ -228,91 +229,6 @@ def check_resumable(
             f"{store.url} was written with other cache settings ({', '.join(diff)} differ)"
         )
     return Plan.from_json(m["plan"])
-
-
-# Environment of the LocalCluster's worker processes (set before they start; glibc reads it once).
-# Each chain step allocates and frees tensors of a few MB; with glibc's defaults (and more so with
-# the MALLOC_TRIM_THRESHOLD_=65536 that Dask sets in its workers) that memory goes back to the OS
-# and is faulted in again: 34,000-75,000 minor page faults per 64-chain block at 32 x 32, ~100
-# with these settings. (The wall-time gain was within this machine's noise; docs/benchmarks.md.)
-# Dask's statistical profiler is switched off as well: 100 times a second it walks every thread's
-# stack while holding the GIL, which the simulating thread needs after every torch op.
-WORKER_ENV = {
-    "MALLOC_TRIM_THRESHOLD_": str(2**29),
-    "MALLOC_MMAP_THRESHOLD_": str(2**26),
-    "MALLOC_TOP_PAD_": str(2**26),
-}
-
-
-SCHEDULER_WORKER_WAIT_S = 60.0  # how long --scheduler may be without workers (e.g. scaling up)
-
-
-@contextlib.contextmanager
-def dask_client(workers: int, scheduler: str | None, device: str) -> Iterator[Any]:
-    """A distributed Client: to ``scheduler`` if given, else a LocalCluster of worker processes."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="5s")
-        except (OSError, TimeoutError) as exc:
-            raise ValueError(
-                f"the Dask scheduler at {scheduler} does not answer ({damage(exc)})"
-            ) from None
-        try:
-            try:  # tasks given to a scheduler without workers would wait for ever
-                client.wait_for_workers(1, timeout=SCHEDULER_WORKER_WAIT_S)
-            except TimeoutError:
-                raise ValueError(
-                    f"the Dask scheduler at {scheduler} has no workers (waited "
-                    f"{SCHEDULER_WORKER_WAIT_S:g} s); start some with `dask worker {scheduler}`"
-                ) from None
-            yield client
-        finally:
-            client.close()
-        return
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
-    workers = local_workers(workers, device)
-    settings = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
-    settings["distributed.worker.profile.enabled"] = False  # see WORKER_ENV
-    with dask.config.set(settings):
-        with _workers_ignore_ctrl_c():
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",  # a free port: never collide with another cluster's 8787
-                silence_logs=logging.CRITICAL,  # task errors are reported once, by us
-                worker_class="distributed.Nanny",
-            )
-        with cluster, Client(cluster) as client:
-            client.run(_warm_up)  # import torch and orient in the workers before a task's clock
-            yield client
-
-
-@contextlib.contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Spawn the workers with SIGINT ignored (a disposition that survives exec; Python and asyncio
-    then install no handler of their own). Ctrl-C reaches the whole process group: this process
-    stops the cluster and exits with one line, instead of every worker printing a traceback.
-    Entered and left around the cluster's start; a Ctrl-C during those ~2 s is ignored."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _warm_up() -> None:
-    import orient.pipeline.tasks  # noqa: F401
 
 
 def _run_group(
@@ -553,13 +469,6 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         blocks_seconds,
         store_tuples=sum(store.tuple_count(g) for g in store.tuple_groups()),
     )
-
-
-def local_workers(workers: int, device: str) -> int:
-    """Worker processes of a LocalCluster: as asked, but one per GPU with CUDA."""
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return min(workers, torch.cuda.device_count())
-    return workers
 
 
 def _done(value: Any) -> Future:

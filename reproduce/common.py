@@ -177,7 +177,7 @@ class Run:
     def scheduler(self) -> str:
         """Address of this run's LocalCluster (started on first use, closed by :meth:`close`)."""
         if self._scheduler is None:
-            from orient.pipeline.precompute import dask_client
+            from orient.pipeline.cluster import dask_client
 
             self._client_stack = contextlib.ExitStack()
             client = self._client_stack.enter_context(dask_client(self.opts.workers, None, "cpu"))

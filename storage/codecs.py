@@ -14,6 +14,7 @@ device, so quantised phases are expanded there and not on the host.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,3 +73,25 @@ def decode(a: np.ndarray | Tensor, encoding: str, device: torch.device | str = "
 def max_error(encoding: str) -> float:
     """Worst-case absolute round-trip error of an encoding (relative for scaled-f16)."""
     return {"phase-u16": 0.5 / PHASE_SCALE, "float32": 0.0, "scaled-f16": 2.0**-11}[encoding]
+
+
+def state_precision_problem(process: Any) -> str | None:
+    """Why ``process``'s states cannot be stored to within 1 % of its smallest transition noise
+    std (what docs/store-format.md promises; tests/test_storage.py checks every default schedule),
+    or None. Only a schedule with very little noise at some step can fail it (phases: a std below
+    ~4.8e-3 rad, i.e. 100x the uint16 resolution)."""
+    err = max_error(state_encoding(process.periodic))
+    if err == 0.0:
+        return None
+    T = process.T
+    var = process.transition_variance(torch.arange(1, T + 1)).reshape(-1).double()
+    var = var.expand(T) if var.numel() == 1 else var
+    t = int(var.argmin()) + 1
+    std = float(var[t - 1].sqrt())
+    if err < 0.01 * std:
+        return None
+    return (
+        f"the schedule's smallest transition noise std ({std:.3g} at t={t}) is under 100x the "
+        f"resolution of the stored states ({err:.2g}): they would be off by more than 1 % of the "
+        "noise; use a schedule with more noise at every step"
+    )

@@ -410,9 +410,9 @@ def test_run_on_an_existing_distributed_scheduler(small_store, tmp_path, capsys)
 
 
 def test_a_scheduler_without_workers_is_an_error_not_a_hang(tmp_path, capsys, monkeypatch):
-    import orient.pipeline.precompute as pre
+    import orient.pipeline.cluster as cluster
 
-    monkeypatch.setattr(pre, "SCHEDULER_WORKER_WAIT_S", 1.0)
+    monkeypatch.setattr(cluster, "SCHEDULER_WORKER_WAIT_S", 1.0)
     port = _free_port()
     sched = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
@@ -432,6 +432,29 @@ def test_a_scheduler_without_workers_is_an_error_not_a_hang(tmp_path, capsys, mo
     finally:
         os.killpg(sched.pid, signal.SIGKILL)
         sched.wait()
+
+
+def _worker_env() -> tuple[str | None, str | None]:
+    return os.environ.get("ORIENT_TEST_GPU"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_each_local_worker_gets_its_own_environment(monkeypatch):
+    """The mechanism that gives each CUDA worker its own GPU (CUDA_VISIBLE_DEVICES, one device
+    per worker), run here with a stand-in variable: two real worker processes, two values, and
+    the allocator settings of every worker kept."""
+    from orient.pipeline.cluster import WORKER_ENV, dask_client, gpu_worker_envs
+
+    envs = [{"ORIENT_TEST_GPU": "3"}, {"ORIENT_TEST_GPU": "5"}]
+    with dask_client(2, None, "cpu", envs=envs) as client:
+        seen = sorted(client.run(_worker_env).values())
+    assert seen == [
+        ("3", WORKER_ENV["MALLOC_TRIM_THRESHOLD_"]),
+        ("5", WORKER_ENV["MALLOC_TRIM_THRESHOLD_"]),
+    ]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5")
+    assert gpu_worker_envs(2) == [{"CUDA_VISIBLE_DEVICES": "3"}, {"CUDA_VISIBLE_DEVICES": "5"}]
+    with pytest.raises(ValueError, match="2 GPU\\(s\\) are visible"):
+        gpu_worker_envs(3)
 
 
 def test_an_fsspec_url_store_works_end_to_end(small_store):

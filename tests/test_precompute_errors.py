@@ -47,6 +47,10 @@ def write_png(path: Path, size: tuple[int, int], seed: int = 0) -> None:
         (["--steps", "0"], ["--steps must be >= 1"]),
         (["--process", "brownian"], ["unknown process 'brownian'"]),
         (["--schedule", "local-77"], ["unknown Kuramoto schedule 'local-77'"]),
+        (
+            ["--schedule", "two_D=1e-5:0.1,K=5e-5:0.05"],
+            ["smallest transition noise std (0.00316 at t=1)", "more than 1 % of the noise"],
+        ),
         (["--samples", "0"], ["M) must be >= 1"]),
         (["--disk-budget", "1K"], ["too small for one tuple per chain"]),
         (["--dataset", "nope"], ["unknown data set 'nope'"]),

@@ -14,7 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from orient.pipeline.blocks import Plan
-from orient.pipeline.precompute import DEFAULT_IO_THREADS, dask_client, write_epoch
+from orient.pipeline.cluster import dask_client
+from orient.pipeline.precompute import DEFAULT_IO_THREADS, write_epoch
 from orient.storage.store import StoreError, TupleStore, epoch_name, writer_lock
 
 
