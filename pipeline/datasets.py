@@ -252,11 +252,12 @@ def textures(patch: int = 32) -> DataSet:
     from PIL import Image
 
     folder = Path(skimage.__file__).parent / "data"
-    imgs = []
+    imgs, digests = [], []
     for name in TEXTURES:
         f = folder / name
         if not f.exists():
             raise DataError(f"textures: {f} is missing from the scikit-image installation")
+        digests.append(hashlib.sha256(f.read_bytes()).hexdigest())
         with Image.open(f) as im:
             imgs.append(np.asarray(im.convert("L"), dtype=np.uint8)[None, None])
     patches = np.concatenate([_patches(i, patch) for i in imgs])
@@ -265,35 +266,88 @@ def textures(patch: int = 32) -> DataSet:
         "name": "textures",
         "params": {"patch": patch, "files": list(TEXTURES)},
         "skimage": skimage.__version__,
+        "files_digest": _digest(digests),
     }
     return DataSet("textures", _to_unit_range(patches), identity, "image", labels=labels)
 
 
-def _torchvision(name: str, data_dir: str | None, train: bool) -> DataSet:
-    import torchvision
+CIFAR10_HINT = (
+    "the binary version, cifar-10-batches-bin, from https://www.cs.toronto.edu/~kriz/cifar.html; "
+    "nothing is downloaded"
+)
+MNIST_HINT = (
+    "the four IDX files (or .gz) of http://yann.lecun.com/exdb/mnist; nothing is downloaded"
+)
 
-    base = _find_data_dir(
-        data_dir, name, "a local copy in torchvision's layout; nothing is downloaded"
-    )
-    cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
-    try:
-        ds = cls(str(base), train=train, download=False)
-    except RuntimeError:
-        raise DataError(
-            f"{name}: no copy in torchvision's layout under {base} (downloading is switched off)"
-        ) from None
-    x = np.asarray(ds.data)
-    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    identity = {"name": name, "params": {"train": train}, "n": int(len(x))}
-    return DataSet(name, _to_unit_range(x), identity, "image", labels=np.asarray(ds.targets))
+
+def _first_folder_with(base: Path, name: str, below: tuple[str, ...]) -> Path | None:
+    """``base`` or one of the usual sub-folders ``below`` that holds file ``name`` (or name.gz)."""
+    for d in (base, *(base / b for b in below)):
+        if (d / name).is_file() or (d / f"{name}.gz").is_file():
+            return d
+    return None
+
+
+def _read(folder: Path, name: str) -> bytes:
+    import gzip
+
+    f = folder / name
+    return f.read_bytes() if f.is_file() else gzip.decompress((folder / f"{name}.gz").read_bytes())
 
 
 def cifar10(data_dir: str | None = None, train: bool = True) -> DataSet:
-    return _torchvision("cifar10", data_dir, train)
+    """CIFAR-10 from its binary version (records of 1 label byte + 3 x 32 x 32 pixel bytes).
+
+    The python version (cifar-10-batches-py, what torchvision reads) is pickled; orient never
+    unpickles anything from a data folder, so it is refused with a pointer to the binary one."""
+    base = _find_data_dir(data_dir, "cifar10", CIFAR10_HINT)
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
+    folder = _first_folder_with(base, names[0], ("cifar-10-batches-bin",))
+    if folder is None:
+        pickled = (base / "cifar-10-batches-py").is_dir() or (base / "data_batch_1").is_file()
+        why = "only the pickled python version, which is never unpickled" if pickled else "none"
+        raise DataError(f"cifar10: no {names[0]} under {base} ({why}; {CIFAR10_HINT})")
+    missing = [n for n in names if _first_folder_with(folder, n, ()) is None]
+    if missing:
+        raise DataError(f"cifar10: {folder} lacks {', '.join(missing)}")
+    raw = [_read(folder, n) for n in names]
+    data = b"".join(raw)
+    if len(data) % 3073:
+        raise DataError(f"cifar10: the files in {folder} are not whole 3,073-byte records")
+    rec = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3073)
+    x = rec[:, 1:].reshape(-1, 3, 32, 32)
+    identity = {"name": "cifar10", "params": {"train": train}, "n": int(len(x)),
+                "files_digest": _digest([hashlib.sha256(r).hexdigest() for r in raw])}  # fmt: skip
+    return DataSet("cifar10", _to_unit_range(x), identity, "image", labels=rec[:, 0].copy())
+
+
+def _idx(data: bytes, what: str) -> np.ndarray:
+    """An IDX array of unsigned bytes (magic 0x00 0x00 0x08 ndim, big-endian int32 sizes)."""
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise DataError(f"mnist: {what} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int(d) for d in np.frombuffer(data[4 : 4 + 4 * ndim], dtype=">i4"))
+    body = data[4 + 4 * ndim :]
+    if len(shape) != ndim or len(body) != int(np.prod(shape)):
+        raise DataError(f"mnist: {what} is truncated or its sizes are wrong")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def mnist(data_dir: str | None = None, train: bool = True) -> DataSet:
-    return _torchvision("mnist", data_dir, train)
+    """MNIST from its IDX files (plain or .gz; torchvision keeps them in MNIST/raw)."""
+    base = _find_data_dir(data_dir, "mnist", MNIST_HINT)
+    prefix = "train" if train else "t10k"
+    images, labels = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+    folder = _first_folder_with(base, images, ("MNIST/raw", "raw", "MNIST"))
+    if folder is None or _first_folder_with(folder, labels, ()) is None:
+        raise DataError(f"mnist: no {images} and {labels} under {base} ({MNIST_HINT})")
+    raw_x, raw_y = _read(folder, images), _read(folder, labels)
+    x, y = _idx(raw_x, images), _idx(raw_y, labels)
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"mnist: {images} and {labels} in {folder} do not match")
+    identity = {"name": "mnist", "params": {"train": train}, "n": int(len(x)),
+                "files_digest": _digest([hashlib.sha256(r).hexdigest() for r in (raw_x, raw_y)])}  # fmt: skip
+    return DataSet("mnist", _to_unit_range(x[:, None]), identity, "image", labels=y.copy())
 
 
 # -- tabular generators (paper B section 7) -----------------------------------------------------
