@@ -299,6 +299,29 @@ def test_verify_does_not_pass_an_epoch_left_under_its_temporary_name(tmp_path, c
     assert_same_bytes(ref, out)
 
 
+def test_verify_recomputes_blocks_and_finds_one_written_from_other_draws(
+    small_store, tmp_path, capsys
+):
+    """A block whose chunks, CRCs and digest are all consistent, but which was simulated from other
+    draws than the recorded seeds give (here: another epoch's), is caught only by recomputation."""
+    from orient.pipeline.blocks import Plan, simulate_block
+    from orient.storage.store import TupleStore, write_block
+
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(small_store, copy)
+    store = TupleStore.open(str(copy), mode="r+")
+    plan = Plan.from_json(store.meta["plan"])
+    other = simulate_block(store.process(), store.source(), plan, 7, 1)
+    write_block(store.group("full"), 1, other)
+    code, stdout, _ = run_cli(["verify", str(copy), "--recompute", "0"], capsys)
+    assert code == 0  # every checksum and digest holds
+    code, stdout, _ = run_cli(["verify", str(copy), "--recompute", str(plan.n_blocks)], capsys)
+    assert code == 1 and "differ from recomputation [1]" in stdout, stdout
+    code, stdout, _ = run_cli(["verify", str(copy), "--repair", "--recompute", "99"], capsys)
+    assert code == 0, stdout
+    assert_same_bytes(small_store, copy)
+
+
 def test_per_epoch_mode_writes_complete_epochs(tmp_path, capsys):
     out = tmp_path / "ep.zarr"
     code, stdout, err = run_cli(
