@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from orient.dynamics import Process, Transitions
-from orient.storage.chunkio import PAGE, page_aligned
+from orient.storage.chunkio import PAGE, page_aligned, shard_file_bytes
 from orient.storage.codecs import ENCODINGS, carrier_view, encode_tensor, state_encoding
 from orient.storage.store import Layout
 
@@ -89,6 +89,19 @@ def bytes_per_tuple(state_shape: tuple[int, ...], M: int, periodic: bool) -> int
     n = math.prod(state_shape)
     s = np.dtype(ENCODINGS[state_encoding(periodic)]).itemsize
     return n * s * (1 + M) + n * 2 * M + 8
+
+
+def group_bytes(plan: Plan) -> int:
+    """Bytes on disk of one tuple group of ``plan`` (full, or one epoch): every block's shard of
+    every array, padding rows and pages and CRCs included, and its digest and done marker
+    (~20 bytes a block; the group's few KB of zarr.json come on top)."""
+    S, M = plan.state_shape, plan.M
+    state = math.prod(S) * np.dtype(ENCODINGS[state_encoding(plan.periodic)]).itemsize
+    rows = {"x_prev": state, "x_t": M * state, "score": M * math.prod(S) * 2, "t": 4, "src": 4}
+    per_block = sum(
+        shard_file_bytes(plan.tuples_per_block, plan.chunk_tuples, r) for r in rows.values()
+    )
+    return plan.n_blocks * (per_block + (4 + 4) + (1 + 4))
 
 
 def make_plan(

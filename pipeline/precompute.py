@@ -7,9 +7,11 @@ on a Dask cluster: a LocalCluster of worker processes by default, or an existing
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -32,7 +34,7 @@ from orient.storage.store import (
     writer_lock,
 )
 
-from .blocks import DEFAULT_BLOCK_MEMORY, Plan, bytes_per_tuple, make_plan
+from .blocks import DEFAULT_BLOCK_MEMORY, Plan, bytes_per_tuple, group_bytes, make_plan
 from .cluster import dask_client, local_workers
 from .datasets import DataSet, load_dataset, split_indices
 from .machine import available_cores
@@ -147,24 +149,27 @@ def prepare(cfg: PrecomputeConfig) -> tuple[DataSet, np.ndarray, np.ndarray, Pro
     return ds, train, test, process
 
 
-def tuples_per_chain(
-    cfg: PrecomputeConfig, T: int, n_chains: int, state_shape: tuple[int, ...], periodic: bool
-) -> int:
-    """K from --tuples-per-chain, or the largest K whose epochs fit --disk-budget."""
+def tuples_per_chain(cfg: PrecomputeConfig, T: int, plan_with: Callable[..., Plan]) -> int:
+    """K from --tuples-per-chain, or the largest K whose epochs fit --disk-budget as written (every
+    shard with its padding rows and pages and its checksums: :func:`group_bytes`)."""
     if cfg.tuples_per_chain is not None:
         return cfg.tuples_per_chain
     if cfg.disk_budget is None:
         return max(1, min(T, 10))
-    per = bytes_per_tuple(state_shape, cfg.M, periodic)
     n_epochs = cfg.epochs or 1
-    k = cfg.disk_budget // (n_epochs * n_chains * per)
-    if k < 1:
-        need = n_epochs * n_chains * per
+    plan = plan_with(tuples_per_chain=1)
+    need = n_epochs * group_bytes(plan)
+    if need > cfg.disk_budget:
         raise ValueError(
             f"--disk-budget {cfg.disk_budget:,} bytes is too small for one tuple per chain "
-            f"({n_chains} chains x {n_epochs} epochs x {per:,} bytes = {need:,} bytes)"
+            f"({plan.n_chains} chains x {n_epochs} epochs: {need:,} bytes on disk)"
         )
-    return int(min(k, T))
+    # the raw bytes of K tuples per chain bound K from above; padding makes some K above fail
+    per = bytes_per_tuple(plan.state_shape, plan.M, plan.periodic)
+    k = min(T, max(1, cfg.disk_budget // (n_epochs * plan.n_chains * per)))
+    while k > 1 and n_epochs * group_bytes(plan_with(tuples_per_chain=k)) > cfg.disk_budget:
+        k -= 1
+    return k
 
 
 def _meta(
@@ -394,12 +399,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
             log(f"note: {note}")
         x0 = ds.data[train]
         state_shape = tuple(x0.shape[1:])
-        k = (
-            tuples_per_chain(cfg, process.T, len(train), state_shape, process.periodic)
-            if cfg.mode == "epoch"
-            else 0
-        )
-        plan = make_plan(
+        plan_with = functools.partial(
+            make_plan,
             mode=cfg.mode,
             n_chains=len(train),
             T=process.T,
@@ -408,10 +409,13 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
             state_shape=state_shape,
             periodic=process.periodic,
             every=cfg.every,
-            tuples_per_chain=k,
             max_batch=cfg.max_batch,
             block_memory=cfg.block_memory,
         )
+        if cfg.mode == "epoch":
+            plan = plan_with(tuples_per_chain=tuples_per_chain(cfg, process.T, plan_with))
+        else:
+            plan = plan_with()
         if old is not None:
             plan = check_resumable(old, process, ds, plan, same_limits)
         if private and any(pid != os.getpid() for pid in client.run(os.getpid).values()):
@@ -514,14 +518,6 @@ def metadata_table(ds: DataSet, train: np.ndarray) -> Any:
     import pyarrow as pa
 
     return ds.metadata.append_column("train", pa.array(np.isin(np.arange(len(ds.data)), train)))
-
-
-def estimate_bytes(plan: Plan) -> int:
-    return (
-        plan.n_blocks
-        * plan.tuples_per_block
-        * bytes_per_tuple(plan.state_shape, plan.M, plan.periodic)
-    )
 
 
 __all__ = ["PrecomputeConfig", "Summary", "run_precompute"]

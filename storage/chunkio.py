@@ -123,7 +123,7 @@ def _write_chunks(
     """
     step = raw.nbytes // n
     in_place = step % PAGE == 0 and raw.ctypes.data % PAGE == 0
-    slot = step + PAGE if in_place else _pages(step + 4)
+    slot = _slot(step, in_place)
     pages = page_aligned((n * PAGE if in_place else slot,), "u1")
 
     def run(lo: int, hi: int) -> list[int]:
@@ -161,6 +161,18 @@ def _write_chunks(
     tail[: len(ib)] = np.frombuffer(ib, np.uint8)
     _pwritev_all(fd, [tail], n * slot, name)
     return n * slot + len(ib), crcs
+
+
+def _slot(step: int, in_place: bool) -> int:
+    """File bytes of an inner chunk of ``step`` bytes and its CRC, to the next chunk's offset."""
+    return step + PAGE if in_place else _pages(step + 4)
+
+
+def shard_file_bytes(rows: int, chunk_rows: int, row_bytes: int) -> int:
+    """Size of a shard file of ``rows`` rows in chunks of ``chunk_rows`` as :func:`write_rows`
+    writes it from a block buffer (an upper bound for Zarr's own, unpadded shards)."""
+    n, step = rows // chunk_rows, chunk_rows * row_bytes
+    return n * _slot(step, step % PAGE == 0) + 16 * n + 4
 
 
 def _pwritev_all(fd: int, buffers: list[np.ndarray], offset: int, name: Path) -> None:

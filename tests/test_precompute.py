@@ -344,16 +344,34 @@ def test_per_epoch_mode_writes_complete_epochs(tmp_path, capsys):
     )
 
 
-def test_disk_budget_picks_tuples_per_chain(tmp_path, capsys):
+def _data_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` other than Zarr's metadata (zarr.json)."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != "zarr.json")
+
+
+@pytest.mark.parametrize("budget", ["200K", "1M"])
+def test_disk_budget_picks_tuples_per_chain(budget, tmp_path, capsys):
+    """The largest K whose epochs, as written (padding rows and pages, checksums, markers), fit
+    the budget: 16 x 16 tuples are small, so the pages of their chunks count (raw bytes alone
+    would allow more tuples than fit)."""
+    from orient.cli.precompute import parse_size
+    from orient.pipeline.blocks import Plan, group_bytes, make_plan
+
     out = tmp_path / "b.zarr"
-    # one 16x16 tuple with M=2 is 16*16*(2*3 + 2*2) + 8 = 2568 bytes; 10 chains x 2 epochs
     code, _, err = run_cli(
-        ["precompute", *SMALL, "--disk-budget", "200K", "--epochs", "2", "--out", str(out)], capsys
+        ["precompute", *SMALL, "--disk-budget", budget, "--epochs", "2", "--out", str(out)], capsys
     )
     assert code == 0, err
-    plan = zarr.open_group(str(out), mode="r").attrs["orient"]["plan"]
-    n = zarr.open_group(str(out), mode="r").attrs["orient"]["split"]["n_train"]
-    assert plan["tuples_per_chain"] == min(10, 200 * 1024 // (2 * n * 2568))
+    plan = Plan.from_json(zarr.open_group(str(out), mode="r").attrs["orient"]["plan"])
+    written = [_data_bytes(out / "epochs" / e) for e in ("00000", "00001")]
+    assert written == [group_bytes(plan)] * 2  # the accounting is exact
+    limit = parse_size(budget, "--disk-budget")
+    assert sum(written) <= limit
+    if plan.tuples_per_chain < plan.T:  # one more tuple per chain would not have fitted
+        bigger = make_plan(mode="epoch", n_chains=plan.n_chains, T=plan.T, M=plan.M, seed=0,
+                           state_shape=plan.state_shape, periodic=plan.periodic,
+                           tuples_per_chain=plan.tuples_per_chain + 1, max_batch=4)  # fmt: skip
+        assert 2 * group_bytes(bigger) > limit
 
 
 def _free_port() -> int:
