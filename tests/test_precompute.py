@@ -43,6 +43,36 @@ def test_store_contents_and_info(small_store, capsys):
     assert len(set(first.tolist())) > 3
 
 
+def test_store_carries_its_full_configuration(small_store):
+    """Process (config, buffers and hash), data identity, split, seed, M, plan, layout, format and
+    software versions: everything needed to rebuild, check or reproduce the store."""
+    from importlib.metadata import version
+
+    from orient.dynamics import process_from_config
+    from orient.pipeline.blocks import Plan
+    from orient.storage.store import FORMAT_VERSION, Layout, TupleStore
+
+    store = TupleStore.open(str(small_store))
+    m = store.meta
+    assert m["format_version"] == FORMAT_VERSION and m["software"]["orient"] == version("orient")
+    assert set(m["software"]) >= {"torch", "zarr", "numpy"}
+    process = store.process()  # rebuilt from the config and buffers, checked against the hash
+    assert process.config_hash == m["process_hash"] == process_from_config(m["process"]).config_hash
+    assert m["dataset"] == {
+        "name": "synthetic-fingerprints",
+        "params": {"n": 12, "size": 16, "seed": 0},
+    }
+    assert m["split"] == {"seed": 0, "test_fraction": 0.1, "n_train": 11, "n_test": 1}
+    assert m["seed"] == 0 and m["M"] == 2 and m["mode"] == "full"
+    plan = Plan.from_json(m["plan"])
+    assert (plan.seed, plan.M, plan.T, plan.mode) == (0, 2, 10, "full")
+    assert store.layout("full") == plan.layout()
+    assert Layout.from_json(store.group("full").attrs["layout"]).n_blocks == plan.n_blocks
+    assert (
+        m["options"]["schedule"] == "two_D=1e-4:0.1,K=5e-5:0.05" and m["options"]["max_batch"] == 4
+    )
+
+
 def test_one_and_two_workers_give_identical_bytes(small_store, tmp_path, capsys):
     """... and so do writer threads: 3 per worker here, 1 in ``small_store``."""
     out = tmp_path / "one.zarr"
