@@ -336,6 +336,7 @@ def test_socofing_folder_names_parsed_and_selected(tmp_path, capsys):
 
     ds = socofing(str(tmp_path / "downloads"), size=16, sets=("Real", "Altered-Easy"))
     assert ds.data.shape == (6, 1, 16, 16)
+    assert socofing(str(tmp_path / "downloads")).data.shape == (4, 1, 96, 96)  # paper A's size
     assert {r["alteration"] for r in ds.metadata.to_pylist()} == {"none", "CR"}
 
 
