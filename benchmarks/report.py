@@ -312,6 +312,42 @@ def gpu_section(sweep: dict, e2e: list[tuple[str, dict]]) -> list[str]:
     return rows
 
 
+def overhead_parts_section(r: dict) -> list[str]:
+    """bench_overhead_parts.py: one worker's full-mode blocks in CPU time of the simulating thread."""
+    m, c, med = r["machine"], r["config"], r["medians"]
+    bare = med["bare"]["cpu_ms"]
+    labels = {
+        "bare": "simulation loop alone (the in-memory baseline)",
+        "simulate_block": "`simulate_block`: + encoding and placing tuples in their stored rows",
+        "task": "precompute's task in a plain process: + hand-off to the writer thread",
+        "dask": "the same task in a one-worker Dask LocalCluster",
+    }
+    rows = [
+        "## One worker's blocks, part by part (`benchmarks/bench_overhead_parts.py`)",
+        "",
+        f"Machine: {m['cores']} cores, torch {m['torch']}; {m['date']}. Full mode, T = {c['T']}, "
+        f"M = {c['M']}, {c['examples']:,} synthetic fingerprints {c['size']}x{c['size']} "
+        f"({r['blocks']} blocks); medians over {c['repeats']} passes of every block, the first "
+        "three alternating block by block in one process. Thread CPU: `time.thread_time` of the "
+        "simulating thread.",
+        "",
+        "| per block | wall | thread CPU | CPU vs the loop alone |",
+        "|---|---|---|---|",
+    ]
+    for k, label in labels.items():
+        w, cpu = med[k]["wall_ms"], med[k]["cpu_ms"]
+        rows.append(f"| {label} | {w:.0f} ms | {cpu:.0f} ms | {cpu / bare - 1:+.1%} |")
+    parts = r["parts_cpu_s_per_block"]
+    rows += [
+        "",
+        "Inside `simulate_block` (thread CPU per block): "
+        + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in parts.items())
+        + ".",
+        "",
+    ]
+    return rows
+
+
 def fixed_costs_section(r: dict) -> list[str]:
     """bench_fixed_costs.py: what a run costs besides its blocks, and the disk's write rate."""
     m = r["machine"]
@@ -338,7 +374,8 @@ def main() -> None:
         "script (never as timed assertions in tests). Regenerate with",
         "`python benchmarks/bench_precompute.py && python benchmarks/bench_precompute.py --examples 4096",
         "--only full --repeats 3 --save-as precompute_large && python benchmarks/bench_write_floor.py &&",
-        "python benchmarks/bench_training.py && python benchmarks/report.py`",
+        "python benchmarks/bench_overhead_parts.py && python benchmarks/bench_training.py &&",
+        "python benchmarks/report.py`",
         "(run from the repository root with the project installed); raw numbers are in",
         "`docs/benchmark-results/*.json`. The GPU section comes from a lent GPU machine:",
         "`bash benchmarks/gpu_machine.sh bench` there (`gpu.json`), `BENCH_ARGS='--skip-sweep",
@@ -353,6 +390,7 @@ def main() -> None:
     sections = (
         ("precompute", precompute_section),
         ("precompute_large", lambda r: precompute_section(r, large)),
+        ("overhead_parts", overhead_parts_section),
         ("write_floor", write_floor_section),
         ("training", training_section),
     )
