@@ -13,7 +13,7 @@ inflate) and wall time, per block, on the blocks of a full-mode store:
 The first three alternate block by block in one process; then each part of ``simulate_block``'s
 own work is timed inside the loop (encode / place, per array).
 
-Run: python benchmarks/bench_overhead_parts.py [--examples 1024] [--repeats 2]
+Run: python benchmarks/bench_overhead_parts.py [--examples 1024] [--size 32] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -145,6 +145,8 @@ def in_dask(url: str, repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=1024)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--save-as", default="overhead_parts")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -159,7 +161,7 @@ def main() -> None:
     try:
         url = str(tmp / "full.zarr")
         run_precompute(PrecomputeConfig(out=url, workers=1, data_options={"n": args.examples,
-                       "size": 32}, steps=100, M=5, seed=0), log=print)  # fmt: skip
+                       "size": args.size}, steps=100, M=5, seed=0), log=print)  # fmt: skip
         import json
 
         env = {**os.environ, **WORKER_ENV}
@@ -180,9 +182,9 @@ def main() -> None:
         for k, v in rec["parts_cpu_s_per_block"].items():
             print(f"  {k:12s} {1000 * v:7.1f} ms per block")
         rec["medians"] = summary
-        rec["config"] = {"examples": args.examples, "size": 32, "T": 100, "M": 5,
+        rec["config"] = {"examples": args.examples, "size": args.size, "T": 100, "M": 5,
                          "mode": "full", "repeats": args.repeats}  # fmt: skip
-        save("overhead_parts", rec)
+        save(args.save_as, rec)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -154,6 +154,7 @@ def measure(tmp: Path, name: str, cfg: dict, workers: tuple[int, ...], repeats: 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=1024)
+    ap.add_argument("--size", type=int, default=32, help="image side (96: paper A's SOCOFing size)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
@@ -165,7 +166,10 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="orient-bench-"))
     base = dict(
-        data_options={"n": args.examples, "size": 32}, steps=args.steps, M=args.samples, seed=0
+        data_options={"n": args.examples, "size": args.size},
+        steps=args.steps,
+        M=args.samples,
+        seed=0,
     )
     configs = {
         "full": base,

@@ -44,6 +44,7 @@ def precompute_section(
     cols = [r[k] for k, _ in modes]
     m = r["machine"]
     c = cols[0]["config"]
+    size = c["data_options"]["size"]
 
     def row(label: str, key: str, kind: str = "num", target: str = "") -> str:
         vals = []
@@ -69,10 +70,14 @@ def precompute_section(
         title,
         "",
         f"Machine: {m['cores']} cores, torch {m['torch']}, GPU: {m['cuda']}; {m['date']}. "
-        f"Kuramoto local coupling, M = {c['M']}, synthetic fingerprints 32x32, "
+        f"Kuramoto local coupling, M = {c['M']}, synthetic fingerprints {size}x{size}, "
         f"{c['chains']} chains in {c['blocks']} blocks of {c['chains_per_block']}; fastest of "
         f"{c['repeats']} interleaved runs. "
-        + ("Per-epoch mode writes 10 tuples per chain. " if len(modes) > 1 else "")
+        + (
+            "Per-epoch mode writes 10 tuples per chain. "
+            if any("epoch" in k for k, _ in modes)
+            else ""
+        )
         + "*Block phase*: "
         "simulating, encoding and writing every block (cluster start and data generation excluded, "
         "listed separately). *In memory*: the same simulation of the same blocks with no encoding "
@@ -323,7 +328,8 @@ def overhead_parts_section(r: dict) -> list[str]:
         "dask": "the same task in a one-worker Dask LocalCluster",
     }
     rows = [
-        "## One worker's blocks, part by part (`benchmarks/bench_overhead_parts.py`)",
+        f"## One worker's blocks, part by part, {c['size']}x{c['size']} "
+        "(`benchmarks/bench_overhead_parts.py`)",
         "",
         f"Machine: {m['cores']} cores, torch {m['torch']}; {m['date']}. Full mode, T = {c['T']}, "
         f"M = {c['M']}, {c['examples']:,} synthetic fingerprints {c['size']}x{c['size']} "
@@ -371,13 +377,22 @@ def main() -> None:
         "# Benchmarks",
         "",
         "Measured on this project's 2-core development machine, as ratios between runs of the same",
-        "script (never as timed assertions in tests). Regenerate with",
-        "`python benchmarks/bench_precompute.py && python benchmarks/bench_precompute.py --examples 4096",
-        "--only full --repeats 3 --save-as precompute_large && python benchmarks/bench_write_floor.py &&",
-        "python benchmarks/bench_overhead_parts.py && python benchmarks/bench_training.py &&",
-        "python benchmarks/report.py`",
-        "(run from the repository root with the project installed); raw numbers are in",
-        "`docs/benchmark-results/*.json`. The GPU section comes from a lent GPU machine:",
+        "script (never as timed assertions in tests). Regenerate with (from the repository root,",
+        "with the project installed; raw numbers go to `docs/benchmark-results/*.json`):",
+        "",
+        "```",
+        "python benchmarks/bench_precompute.py",
+        "python benchmarks/bench_precompute.py --examples 4096 --only full --repeats 3 --save-as precompute_large",
+        "python benchmarks/bench_precompute.py --size 96 --examples 512 --only per_epoch_T300 --repeats 3 --save-as precompute_96",
+        "python benchmarks/bench_precompute.py --size 96 --examples 256 --only full --repeats 3 --save-as precompute_96_full",
+        "python benchmarks/bench_overhead_parts.py",
+        "python benchmarks/bench_overhead_parts.py --size 96 --examples 256 --save-as overhead_parts_96",
+        "python benchmarks/bench_write_floor.py",
+        "python benchmarks/bench_training.py",
+        "python benchmarks/report.py",
+        "```",
+        "",
+        "The GPU section comes from a lent GPU machine:",
         "`bash benchmarks/gpu_machine.sh bench` there (`gpu.json`), `BENCH_ARGS='--skip-sweep",
         "--save-as gpu_e2e3'` for end-to-end runs (`gpu_e2e*.json`) and",
         "`python benchmarks/bench_fixed_costs.py --examples 2048 --size 96 --save-as fixed_costs_gpu`.",
@@ -387,10 +402,21 @@ def main() -> None:
         "## Precompute stage, 4x the examples (`bench_precompute.py --examples 4096 --only full "
         "--repeats 3 --save-as precompute_large`)"
     )
+    paper = (
+        "## Precompute stage at paper A's setting, 96x96 (`bench_precompute.py --size 96 "
+        "--examples 512 --only per_epoch_T300 --repeats 3 --save-as precompute_96`)"
+    )
+    paper_full = (
+        "## Precompute stage, full mode at 96x96 (`bench_precompute.py --size 96 --examples 256 "
+        "--only full --repeats 3 --save-as precompute_96_full`)"
+    )
     sections = (
         ("precompute", precompute_section),
         ("precompute_large", lambda r: precompute_section(r, large)),
+        ("precompute_96", lambda r: precompute_section(r, paper)),
+        ("precompute_96_full", lambda r: precompute_section(r, paper_full)),
         ("overhead_parts", overhead_parts_section),
+        ("overhead_parts_96", overhead_parts_section),
         ("write_floor", write_floor_section),
         ("training", training_section),
     )
