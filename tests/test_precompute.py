@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -360,6 +361,11 @@ def test_per_epoch_mode_writes_complete_epochs(tmp_path, capsys):
     )
     assert code == 0, err
     assert f"store: {out}" in stdout
+    # progress of each epoch, ending at all its blocks, and one summary of the run
+    for e in (0, 1):
+        assert re.search(rf"^epoch {e} \[#{{24}}\] (\d+)/\1 blocks 100\.0%", err, re.M), err
+    n_train = zarr.open_group(str(out), mode="r").attrs["orient"]["split"]["n_train"]
+    assert re.search(rf"^tuples: {2 * 3 * n_train}  on disk: ", stdout, re.M), stdout
     g = zarr.open_group(str(out), mode="r")
     assert sorted(g["epochs"].group_keys()) == ["00000", "00001"]
     t0 = np.asarray(g["epochs/00000/t"][...])
