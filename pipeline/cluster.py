@@ -4,7 +4,6 @@ per GPU, each GPU worker seeing only its own device), or a client of an existing
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 from collections.abc import Iterator
@@ -34,10 +33,11 @@ SCHEDULER_WORKER_WAIT_S = 60.0  # how long --scheduler may be without workers (e
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (or their indices)."""
+    count = torch.cuda.device_count()
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
-        return [d.strip() for d in listed.split(",") if d.strip()]
-    return [str(i) for i in range(torch.cuda.device_count())]
+        return [d.strip() for d in listed.split(",") if d.strip()][:count]
+    return [str(i) for i in range(count)]
 
 
 def local_workers(workers: int | None, device: str) -> int:
@@ -60,26 +60,33 @@ def gpu_worker_envs(workers: int) -> list[dict[str, str]]:
     return [{"CUDA_VISIBLE_DEVICES": gpus[i]} for i in range(workers)]
 
 
-def _local_cluster_class() -> type:
-    from distributed import LocalCluster
+def _pinned_cluster(envs: list[dict[str, str]], silence_logs: int) -> Any:
+    """A local cluster like LocalCluster's (one thread per worker process, the machine's memory
+    shared out), whose worker i starts with the extra environment ``envs[i]``. Its workers are
+    started before it returns, and a worker that fails to start is an error, not a hang."""
+    from distributed import Nanny, Scheduler, SpecCluster
+    from distributed.worker_memory import parse_memory_limit
 
-    class PinnedCluster(LocalCluster):
-        """A LocalCluster whose worker i starts with the extra environment ``envs[i]``."""
-
-        def __init__(self, envs: list[dict[str, str]], **kwargs: Any) -> None:
-            self._envs = envs
-            super().__init__(n_workers=0, **kwargs)
-            self.scale(len(envs))
-            self.wait_for_workers(len(envs))
-
-        def new_worker_spec(self) -> dict[int, dict]:
-            i = min(set(range(len(self._envs))) - set(self.worker_spec))
-            spec = copy.deepcopy(self.new_spec)
-            options = spec.setdefault("options", {})
-            options["env"] = {**options.get("env", {}), **self._envs[i]}
-            return {i: spec}
-
-    return PinnedCluster
+    memory = parse_memory_limit("auto", 1, len(envs), logger=logging.getLogger(__name__))
+    scheduler = {
+        "cls": Scheduler,
+        "options": {"host": "127.0.0.1", "dashboard": True, "dashboard_address": ":0"},
+    }
+    workers = {
+        i: {
+            "cls": Nanny,
+            "options": {
+                "host": "127.0.0.1",
+                "nthreads": 1,
+                "memory_limit": memory,
+                "env": env,
+                "dashboard": False,
+                "silence_logs": silence_logs,
+            },  # fmt: skip
+        }
+        for i, env in enumerate(envs)
+    }
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=silence_logs)
 
 
 @contextlib.contextmanager
@@ -115,6 +122,11 @@ def dask_client(
         finally:
             client.close()
         return
+    if device.startswith("cuda:"):
+        raise ValueError(
+            f"--device {device}: local workers take one GPU each; choose the GPUs with "
+            "CUDA_VISIBLE_DEVICES (e.g. CUDA_VISIBLE_DEVICES=1) and --device cuda"
+        )
     n = local_workers(workers, device)
     if envs is None and device.startswith("cuda") and torch.cuda.is_available():
         envs = gpu_worker_envs(n)
@@ -132,7 +144,7 @@ def dask_client(
             if envs is None:
                 cluster = LocalCluster(n_workers=n, **options)
             else:
-                cluster = _local_cluster_class()(envs, **options)
+                cluster = _pinned_cluster(envs, logging.CRITICAL)
         with cluster, Client(cluster) as client:
             client.run(_warm_up)  # import torch and orient in the workers before a task's clock
             yield client

@@ -37,6 +37,7 @@ class GroupReport:
     unwritten: bool = False  # a planned epoch that was never begun (precompute --resume writes it)
     temporary: bool = False  # an epoch still under its temporary name: training does not see it
     renamed: str | None = None  # where --repair moved a finished temporary epoch
+    conflict: str | None = None  # a temporary epoch whose final name is taken by another group
 
     @property
     def damaged(self) -> list[int]:
@@ -61,6 +62,8 @@ class GroupReport:
             status = (
                 "NOT IN PLACE (all blocks written, never renamed: --repair or --resume does it)"
             )
+        if self.conflict:
+            status = f"NOT IN PLACE ({self.conflict} exists as well: delete one of the two)"
         parts = [f"{self.name}: {status}", f"{self.blocks} blocks"]
         if self.incomplete:
             parts.append(f"{len(self.incomplete)} not done")
@@ -139,6 +142,14 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
     ]
     reports = []
     for name in names:
+        epoch = int(name.split("/")[1].replace(".tmp-", "")) if name.startswith("epochs/") else 0
+        if not store.has_group(name):  # cut short while it was created: no block in it counts
+            if not repair:
+                every = list(range(plan.n_blocks))
+                reports.append(GroupReport(name, plan.n_blocks, incomplete=every,
+                                           temporary=".tmp-" in name))  # fmt: skip
+                continue
+            store.create_tuple_group(name, plan.layout())  # what precompute --resume does
         try:  # opening an array parses its zarr.json: once per group
             g = store.group(name)
             opened = {}
@@ -146,7 +157,6 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
                 opened[key] = g[key]
         except (ValueError, KeyError) as exc:
             raise Unrepairable(f"{url}: {name}/{key} is damaged ({damage(exc)}){rebuild}") from None
-        epoch = int(name.split("/")[1].replace(".tmp-", "")) if name.startswith("epochs/") else 0
         done, digests, bad_markers = _markers(opened, plan.n_blocks)
         rep = GroupReport(name, plan.n_blocks, incomplete=[int(b) for b in np.flatnonzero(~done)])
         rep.corrupted += bad_markers  # a damaged done marker or digest: the block is rewritten
@@ -174,9 +184,12 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
             for b in sorted(set(rep.damaged) | set(rep.incomplete)):
                 write_block(g, b, simulate(process, x0, plan, epoch, b, device))
                 rep.repaired.append(b)
-            if rep.temporary:  # every block is now written and checked: what precompute does next
-                store.rename_group(name, epoch_name(epoch))
-                rep.renamed = epoch_name(epoch)
+            final = epoch_name(epoch)
+            if rep.temporary and store.has_group(final):
+                rep.conflict = final  # both written: which one training should read is not ours
+            elif rep.temporary:  # every block is now written and checked: what precompute does
+                store.rename_group(name, final)
+                rep.renamed = final
         reports.append(rep)
     # planned epochs never begun (a begun one is a group above, complete or not)
     begun = {int(n.split("/")[1].replace(".tmp-", "")) for n in names if n.startswith("epochs/")}

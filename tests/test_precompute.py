@@ -306,12 +306,18 @@ def test_kill_in_per_epoch_mode_then_resume_without_epochs(tmp_path, capsys):
 def test_a_tuple_group_cut_short_is_created_again(small_store, tmp_path, capsys):
     """A kill inside create_tuple_group leaves the group without its layout (written last):
     --resume creates it again instead of failing on its missing arrays."""
-    copy = tmp_path / "store.zarr"
+    copy, other = tmp_path / "store.zarr", tmp_path / "other.zarr"
     shutil.copytree(small_store, copy)
     zarr.open_group(str(copy), mode="r+").create_group("full", overwrite=True)
+    shutil.copytree(copy, other)
     code, _, err = run_cli(["precompute", *SMALL, "--out", str(copy), "--resume"], capsys)
     assert code == 0, err
     assert_same_bytes(small_store, copy)
+    # verify reports it as unfinished (not as a store to rebuild), and --repair finishes it
+    code, stdout, err = run_cli(["verify", str(other)], capsys)
+    assert code == 1 and "full: INCOMPLETE" in stdout and "--overwrite" not in err, stdout + err
+    assert run_cli(["verify", str(other), "--repair"], capsys)[0] == 0
+    assert_same_bytes(small_store, other)
 
 
 def test_verify_does_not_pass_an_epoch_left_under_its_temporary_name(tmp_path, capsys):
@@ -328,6 +334,11 @@ def test_verify_does_not_pass_an_epoch_left_under_its_temporary_name(tmp_path, c
     assert code == 0 and "renamed into place as epochs/00001" in stdout, stdout + err
     assert run_cli(["verify", str(out)], capsys)[0] == 0
     assert_same_bytes(ref, out)
+    # both names written: verify says so and renames nothing
+    shutil.copytree(out / "epochs" / "00001", out / "epochs" / ".tmp-00001")
+    code, stdout, _ = run_cli(["verify", str(out), "--repair"], capsys)
+    assert code == 1 and "epochs/00001 exists as well" in stdout, stdout
+    assert (out / "epochs" / ".tmp-00001").is_dir() and (out / "epochs" / "00001").is_dir()
 
 
 def test_verify_recomputes_blocks_and_finds_one_written_from_other_draws(
@@ -524,11 +535,18 @@ def test_each_local_worker_gets_its_own_environment(monkeypatch):
     envs = [{"ORIENT_TEST_GPU": "3"}, {"ORIENT_TEST_GPU": "5"}]
     with dask_client(2, None, "cpu", envs=envs) as client:
         seen = sorted(client.run(_worker_env).values())
+        limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+    # the machine's memory shared out, as LocalCluster does (not all of it to each worker)
+    total = __import__("psutil").virtual_memory().total
+    assert all(0.4 * total < m <= 0.5 * total for m in limits), (limits, total)
     assert seen == [
         ("3", WORKER_ENV["MALLOC_TRIM_THRESHOLD_"]),
         ("5", WORKER_ENV["MALLOC_TRIM_THRESHOLD_"]),
     ]
+    import torch
+
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # this machine may have none
     assert gpu_worker_envs(2) == [{"CUDA_VISIBLE_DEVICES": "3"}, {"CUDA_VISIBLE_DEVICES": "5"}]
     with pytest.raises(ValueError, match="2 GPU\\(s\\) are visible"):
         gpu_worker_envs(3)
