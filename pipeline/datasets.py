@@ -289,10 +289,17 @@ def _first_folder_with(base: Path, name: str, below: tuple[str, ...]) -> Path | 
 
 
 def _read(folder: Path, name: str) -> bytes:
+    """File ``name`` of ``folder``, or its .gz decompressed; a damaged .gz is a DataError."""
     import gzip
+    import zlib
 
     f = folder / name
-    return f.read_bytes() if f.is_file() else gzip.decompress((folder / f"{name}.gz").read_bytes())
+    if f.is_file():
+        return f.read_bytes()
+    try:
+        return gzip.decompress((folder / f"{name}.gz").read_bytes())
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{folder / name}.gz is truncated or not gzip ({exc})") from None
 
 
 def cifar10(data_dir: str | None = None, train: bool = True) -> DataSet:
@@ -311,9 +318,10 @@ def cifar10(data_dir: str | None = None, train: bool = True) -> DataSet:
     if missing:
         raise DataError(f"cifar10: {folder} lacks {', '.join(missing)}")
     raw = [_read(folder, n) for n in names]
+    for n, r in zip(names, raw, strict=True):
+        if not r or len(r) % 3073:
+            raise DataError(f"cifar10: {folder / n} is not whole 3,073-byte records")
     data = b"".join(raw)
-    if len(data) % 3073:
-        raise DataError(f"cifar10: the files in {folder} are not whole 3,073-byte records")
     rec = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3073)
     x = rec[:, 1:].reshape(-1, 3, 32, 32)
     identity = {"name": "cifar10", "params": {"train": train}, "n": int(len(x)),
@@ -323,7 +331,7 @@ def cifar10(data_dir: str | None = None, train: bool = True) -> DataSet:
 
 def _idx(data: bytes, what: str) -> np.ndarray:
     """An IDX array of unsigned bytes (magic 0x00 0x00 0x08 ndim, big-endian int32 sizes)."""
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or len(data) < 4 + 4 * data[3]:
         raise DataError(f"mnist: {what} is not an IDX file of unsigned bytes")
     ndim = data[3]
     shape = tuple(int(d) for d in np.frombuffer(data[4 : 4 + 4 * ndim], dtype=">i4"))

@@ -83,7 +83,7 @@ def test_cifar10_is_read_from_its_binary_version(tmp_path):
     assert test.data.shape == (1, 3, 32, 32) and test.labels.tolist() == [3]
     assert test.identity["files_digest"] != ds.identity["files_digest"]
     (folder / "data_batch_3.bin").write_bytes(raw[:-1])
-    with pytest.raises(DataError, match="not whole 3,073-byte records"):
+    with pytest.raises(DataError, match="data_batch_3.bin is not whole 3,073-byte records"):
         load_dataset("cifar10", data_dir=str(tmp_path))
 
 
@@ -120,7 +120,15 @@ def test_mnist_is_read_from_its_idx_files(tmp_path, capsys):
     (raw / "train-labels-idx1-ubyte").write_bytes(_idx(y)[:-2])
     with pytest.raises(DataError, match="truncated"):
         load_dataset("mnist", data_dir=str(tmp_path))
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00")  # header cut short
+    with pytest.raises(DataError, match="not an IDX file"):
+        load_dataset("mnist", data_dir=str(tmp_path))
     (raw / "train-labels-idx1-ubyte").write_bytes(_idx(y))
+    gz = (raw / "train-images-idx3-ubyte.gz").read_bytes()
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz is truncated or not gzip"):
+        load_dataset("mnist", data_dir=str(tmp_path))
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(gz)
     out = tmp_path / "m.zarr"  # and through the whole stage
     code, _, err = run_cli(["precompute", "--dataset", "mnist", "--data-dir", str(tmp_path),
                             "--steps", "3", "--schedule", "two_D=1e-4:0.1,K=5e-5:0.05",
