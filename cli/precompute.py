@@ -73,7 +73,7 @@ def precompute(
     disk_budget: Annotated[
         str | None,
         typer.Option(
-            help="Per-epoch mode: disk space for the tuples of all epochs (e.g. 2G; as written, padding and checksums included; the sources come on top); picks tuples per chain."
+            help="Per-epoch mode: bytes of the tuple files of all epochs (e.g. 2G; as written, padding and checksums included; the sources and file-system blocks come on top); picks tuples per chain."
         ),
     ] = None,
     epochs: Annotated[

@@ -492,14 +492,25 @@ def _as_option(dataset: str, key: str, value: Any, hint: Any) -> Any:
         return float(value)
     if kind in (bool, str) and isinstance(value, kind):
         return value
+    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a name the command line read as a number, e.g. data_dir=2024
     if origin is tuple and isinstance(value, str):
         return (value,)
     if origin is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    if origin is dict and isinstance(value, dict):
+    if (
+        origin is dict
+        and isinstance(value, dict)
+        and all(isinstance(v, str) for v in value.values())
+    ):
         return value
     wanted = {int: "an integer", float: "a number", bool: "true or false", str: "a text"}.get(
-        kind, "a name or a list of names" if origin is tuple else str(kind)
+        kind,
+        "a name or a list of names"
+        if origin is tuple
+        else "names mapped to names"
+        if origin is dict
+        else str(kind),
     )
     raise DataError(f"data set {dataset!r}: option {key} must be {wanted}, got {value!r}")
 

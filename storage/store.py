@@ -117,7 +117,7 @@ class TupleStore:
         if "orient" not in attrs and CREATING in attrs:
             raise StoreError(
                 f"the creation of {url} was interrupted before any tuple was written; re-run "
-                "the command with --resume (or --overwrite) to create it afresh"
+                "its `orient precompute` command with --resume (or --overwrite) to create it afresh"
             )
         if "orient" not in attrs:
             raise StoreError(f"{url} is a Zarr group but not an orient store")

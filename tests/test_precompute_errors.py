@@ -91,6 +91,10 @@ def test_data_options_take_the_types_their_loader_declares(tmp_path):
         load_dataset("gmm2d", std="abc")
     with pytest.raises(DataError, match="option channels must be an integer, got True"):
         load_dataset("image-folder", data_dir=str(tmp_path), channels=True)
+    with pytest.raises(DataError, match="2024 does not exist"):  # a folder named like a number
+        load_dataset("image-folder", data_dir=2024)
+    with pytest.raises(DataError, match="option select must be names mapped to names"):
+        load_dataset("socofing", data_dir=str(tmp_path), select={"hand": 1})
     # one set name is a one-element tuple, not a tuple of its letters
     with pytest.raises(DataError, match=r"set\(s\) Altered-Easy found"):
         load_dataset("socofing", data_dir=str(tmp_path), sets="Altered-Easy")

@@ -277,6 +277,15 @@ def test_damaged_checkpoints_say_what_is_wrong(trained, tmp_path, capsys):
     dropped = tmp_path / "dropped.pt"
     torch.save({**good, "ema": {k: v for k, v in good["ema"].items() if k != name}}, dropped)
     says(dropped, f"missing: {name}")
+    not_tensor = tmp_path / "not_tensor.pt"
+    torch.save({**good, "ema": {**good["ema"], name: "weights"}}, not_tensor)
+    says(not_tensor, "the ema weights cannot be loaded")
+    if not torch.cuda.is_available():  # not damage: tensors of a device this machine lacks
+        from orient.trainer.checkpoint import CheckpointError, load_checkpoint
+
+        with pytest.raises(CheckpointError, match="cannot be loaded: .*CUDA") as info:
+            load_checkpoint(ck, map_location="cuda:3")
+        assert "corrupted" not in str(info.value)
     bad_config = tmp_path / "config.pt"
     torch.save({**good, "model_config": json.dumps({"arch": "nope"})}, bad_config)
     says(bad_config, "model_config cannot be built")

@@ -70,8 +70,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, corrupted or not a torch file
-        raise CheckpointError(f"checkpoint {path} is corrupted: {_unreadable(path, exc)}") from None
+    except Exception as exc:  # truncated, corrupted or not a torch file, or another device's
+        raise CheckpointError(f"checkpoint {path} {_unreadable(path, exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an orient checkpoint of format {CHECKPOINT_FORMAT}")
     return ckpt
@@ -82,15 +82,18 @@ def _unreadable(path: Path, exc: Exception) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
     if not head:
-        return "the file is empty"
+        return "is corrupted: the file is empty"
     if head != b"PK\x03\x04":  # torch.save writes a zip archive
-        return "not a torch checkpoint (torch.save writes a zip archive; this file is not one)"
+        return "is corrupted: not a torch checkpoint (torch.save writes a zip archive)"
     if isinstance(exc, pickle.UnpicklingError):
         return (
-            "it holds Python objects that a weights-only load refuses to unpickle "
+            "is corrupted: it holds Python objects that a weights-only load refuses to unpickle "
             "(orient checkpoints hold only tensors and plain data)"
         )
-    return "the zip archive is truncated or damaged (an interrupted copy?)"
+    if isinstance(exc, EOFError) or "zip archive" in str(exc) or "PytorchStreamReader" in str(exc):
+        return "is corrupted: the zip archive is truncated or damaged (an interrupted copy?)"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot be loaded: {first}"  # e.g. tensors of a device this machine lacks
 
 
 def state_dict_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str | None:

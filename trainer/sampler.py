@@ -55,7 +55,11 @@ def load_score_model(
     why = state_dict_mismatch(model.state_dict(), ckpt[key])
     if why:
         raise CheckpointError(f"{path}: the {key} weights do not fit the recorded model ({why})")
-    model.load_state_dict(ckpt[key])
+    try:
+        model.load_state_dict(ckpt[key])
+    except (RuntimeError, TypeError, ValueError) as exc:  # e.g. an entry that is not a tensor
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: the {key} weights cannot be loaded ({first})") from None
     return model.to(device).eval(), process, ckpt
 
 
