@@ -430,15 +430,15 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
                 store.update_meta(epochs_planned=cfg.epochs)  # a resume that adds epochs
         else:
             meta = _meta(cfg, ds, train, test, plan)
-            with writer_lock(cfg.out):  # --overwrite: not a store that another command writes
-                pass
+            if is_local(cfg.out):  # locked from before the creation (or --overwrite) to the end
+                os.makedirs(local_path(cfg.out), exist_ok=True)
+            held.enter_context(writer_lock(cfg.out))
             tables = {} if ds.metadata is None else {"metadata": metadata_table(ds, train)}
             store = TupleStore.create(
                 cfg.out, meta, process, x0, train, test, ds.data[test],
                 overwrite=cfg.overwrite or exists(cfg.out),  # refuse_to_replace let it through
                 tables=tables,
             )  # fmt: skip
-            held.enter_context(writer_lock(cfg.out))
         log(
             f"precompute: {cfg.process} on {ds.name} ({plural(len(train), 'chain')}, T={process.T}, "
             f"M={cfg.M}, {plan.mode} mode, {plan.kept_per_chain} tuples/chain, "

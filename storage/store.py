@@ -152,9 +152,9 @@ class TupleStore:
                 raise StoreError(
                     f"{url} already exists; pass --resume to continue it or --overwrite to replace it"
                 )
-            remove(url)
-        root = zarr.open_group(url, mode="w-")
-        root.attrs[CREATING] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            clear(url)
+        marker = {CREATING: {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+        root = zarr.open_group(url, mode="w-", attributes=marker)  # one write: group and marker
         meta = {
             **meta,
             "format_version": FORMAT_VERSION,
@@ -524,6 +524,27 @@ def exists(url: str) -> bool:
         return os.path.exists(local_path(url))
     fs, path = filesystem(url)
     return bool(fs.exists(path))
+
+
+def clear(url: str) -> None:
+    """Empty ``url`` for a new store, so that a kill at any moment leaves something replaceable.
+
+    An orient store is first turned into an interrupted creation (its metadata replaced by the
+    ``CREATING`` marker), then everything but that root metadata goes, then the metadata: a local
+    folder itself stays, and so does the writer lock held on it (:func:`writer_lock`)."""
+    if store_state(url) == "store":
+        zarr.open_group(url, mode="r+").attrs.put({CREATING: {"replacing": True}})
+    if not is_local(url):
+        remove(url)
+        return
+    root = Path(local_path(url))
+    if not root.is_dir():
+        root.unlink()
+        return
+    for entry in root.iterdir():
+        if entry.name != "zarr.json":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    (root / "zarr.json").unlink(missing_ok=True)
 
 
 def remove(url: str) -> None:

@@ -723,6 +723,15 @@ def test_a_store_being_written_is_not_written_by_a_second_command(small_store, t
     code, _, err = run_cli(["precompute", *SMALL, "--out", str(store), "--resume"], capsys)
     assert code == 0, err
     assert not live.exists()
+    # a store another command is creating looks like an interrupted creation: not to this one
+    creating = tmp_path / "creating.zarr"
+    zarr.open_group(str(creating), mode="w-", attributes={"orient_creating": {"started": "now"}})
+    (creating / "source").mkdir()
+    with writer_lock(str(creating)):
+        for extra in (["--resume"], ["--overwrite"]):
+            code, _, err = run_cli(["precompute", *SMALL, "--out", str(creating), *extra], capsys)
+            assert code != 0 and "being written by another orient command" in err, err
+        assert (creating / "source").is_dir() and (creating / "zarr.json").is_file()
 
 
 def test_data_made_while_the_workers_start_give_the_same_store(

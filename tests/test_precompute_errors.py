@@ -225,6 +225,31 @@ def test_a_creation_cut_short_is_recognised_and_created_afresh(
     assert_same_bytes(small_store, out)
 
 
+def test_an_overwrite_cut_short_leaves_a_replaceable_folder(small_store, tmp_path, monkeypatch):
+    """--overwrite first turns the old store into an interrupted creation, then empties the
+    folder (which stays, with the writer lock on it): stopped half-way, what is left is still
+    recognised and replaced by the next --overwrite or --resume, never refused as foreign."""
+    import orient.storage.store as st
+
+    old = tmp_path / "old.zarr"
+    shutil.copytree(small_store, old)
+    real, calls = shutil.rmtree, []
+
+    def stops(path, *a, **k):  # the second folder removed finds the disk gone
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real(path, *a, **k)
+
+    monkeypatch.setattr(st.shutil, "rmtree", stops)
+    with pytest.raises(OSError):
+        st.clear(str(old))
+    monkeypatch.undo()
+    assert st.store_state(str(old)) == "interrupted" and (old / "zarr.json").is_file()
+    st.clear(str(old))
+    assert old.is_dir() and not any(old.iterdir())
+
+
 def test_a_store_of_another_format_version_is_replaced_only_with_overwrite(
     small_store, tmp_path, capsys
 ):
