@@ -36,12 +36,6 @@ from orient.pipeline.cluster import WORKER_ENV
 HERE = Path(__file__).resolve().parent
 
 
-def _spec(url: str, store, plan, b: int) -> dict:
-    return {"url": url, "group": "full", "plan": plan.to_json(), "epoch": 0, "block": b,
-            "device": "cpu", "process_hash": store.meta["process_hash"], "threads": 1,
-            "io_threads": 1}  # fmt: skip
-
-
 def in_process(url: str, repeats: int) -> dict:
     """bare / simulate_block / task, alternating per block; then simulate_block's parts."""
     import torch
@@ -64,7 +58,7 @@ def in_process(url: str, repeats: int) -> dict:
     modes = {
         "bare": bare,
         "simulate_block": lambda b: simulate_block(process, x0, plan, 0, b, out=out),
-        "task": lambda b: tasks.run_block(_spec(url, store, plan, b)),
+        "task": lambda b: tasks.run_block(tasks.block_spec(store, "full", plan, 0, b, "cpu", 1)),
     }
     for f in modes.values():
         f(0)  # first touches and first calls
@@ -134,7 +128,9 @@ def in_dask(url: str, repeats: int) -> dict:
     wall, cpu = [], []
     with dask_client(1, None, "cpu") as client:
         for _ in range(repeats + 1):  # the first pass warms the worker up
-            specs = [_spec(url, store, plan, b) for b in range(plan.n_blocks)]
+            specs = [
+                tasks.block_spec(store, "full", plan, 0, b, "cpu", 1) for b in range(plan.n_blocks)
+            ]
             res = client.gather(client.map(_timed_task, specs, pure=False))
             client.run(tasks.flush)
             wall.append([r[0] for r in res])

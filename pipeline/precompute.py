@@ -39,7 +39,7 @@ from .cluster import dask_client, local_workers
 from .datasets import DataSet, load_dataset, split_indices
 from .machine import available_cores
 from .progress import Progress
-from .tasks import DiskFullError, flush, run_block
+from .tasks import DiskFullError, block_spec, flush, run_block
 
 
 @dataclass
@@ -263,20 +263,7 @@ def _run_group(
             todo = [b for b in range(plan.n_blocks) if not done[b]]
             if not todo:
                 break
-            specs = [
-                {
-                    "url": store.url,
-                    "group": group,
-                    "plan": plan.to_json(),
-                    "epoch": epoch,
-                    "block": b,
-                    "device": device,
-                    "process_hash": store.meta["process_hash"],
-                    "threads": 1,
-                    "io_threads": io_threads,
-                }
-                for b in todo
-            ]
+            specs = [block_spec(store, group, plan, epoch, b, device, io_threads) for b in todo]
             bar = bar or Progress(len(todo), label, unit="blocks")
             futures = client.map(run_block, specs, pure=False)
             try:

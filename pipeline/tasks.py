@@ -87,6 +87,23 @@ def _buffers(plan: Plan) -> dict[str, np.ndarray]:
     return _LOCAL.sets[_LOCAL.turn]
 
 
+def block_spec(
+    store: TupleStore, group: str, plan: Plan, epoch: int, block: int, device: str, io_threads: int
+) -> dict[str, Any]:
+    """What :func:`run_block` needs to write block ``block`` of ``group``: a few numbers, no data."""
+    return {
+        "url": store.url,
+        "group": group,
+        "plan": plan.to_json(),
+        "epoch": epoch,
+        "block": block,
+        "device": device,
+        "process_hash": store.meta["process_hash"],
+        "threads": 1,
+        "io_threads": io_threads,
+    }
+
+
 def run_block(spec: dict[str, Any]) -> dict[str, Any]:
     """Simulate one block and queue its write; returns {block, tuples, seconds}."""
     global _WRITER

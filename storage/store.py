@@ -535,7 +535,8 @@ def clear(url: str) -> None:
     if store_state(url) == "store":
         zarr.open_group(url, mode="r+").attrs.put({CREATING: {"replacing": True}})
     if not is_local(url):
-        remove(url)
+        fs, path = filesystem(url)
+        fs.rm(path, recursive=True)
         return
     root = Path(local_path(url))
     if not root.is_dir():
@@ -545,15 +546,6 @@ def clear(url: str) -> None:
         if entry.name != "zarr.json":
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     (root / "zarr.json").unlink(missing_ok=True)
-
-
-def remove(url: str) -> None:
-    if is_local(url):
-        p = local_path(url)
-        shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-    else:
-        fs, path = filesystem(url)
-        fs.rm(path, recursive=True)
 
 
 def describe_process(config: dict[str, Any]) -> str:

@@ -217,15 +217,19 @@ def _done_count(path: Path, group: str = "full") -> int:
         return 0
 
 
+# a run long enough (36 training chains, one per block) to be killed part-way
+KILLED_RUN = [
+    "precompute", "--num-examples", "40", "--image-size", "16", "--steps", "30",
+    "--schedule", "two_D=1e-4:0.1,K=5e-5:0.05", "--samples", "2",
+]  # fmt: skip
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_kill_then_resume_gives_uninterrupted_bytes(sig, tmp_path, capsys):
     """SIGKILL at any moment, or Ctrl-C (SIGINT to the whole process group, as a terminal sends
     it), mid-run; --resume (without repeating --max-batch) then gives the bytes of an
     uninterrupted run. Ctrl-C exits with 130 and one line, without a traceback from any worker."""
-    args = [
-        "precompute", "--num-examples", "40", "--image-size", "16", "--steps", "30",
-        "--schedule", "two_D=1e-4:0.1,K=5e-5:0.05", "--samples", "2", "--max-batch", "1",
-    ]  # fmt: skip
+    args = [*KILLED_RUN, "--max-batch", "1"]
     killed = tmp_path / "killed.zarr"
     proc = subprocess.Popen(
         [*ORIENT, *args, "--workers", "2", "--out", str(killed)],
@@ -278,10 +282,7 @@ def test_kill_in_per_epoch_mode_then_resume_without_epochs(tmp_path, capsys):
     and complete, it is visible only under its temporary name (epochs appear atomically), and a
     --resume that does not repeat --epochs writes every planned epoch, to the uninterrupted
     bytes. Six epochs give five chances to catch one half-written."""
-    args = [
-        "precompute", "--num-examples", "40", "--image-size", "16", "--steps", "30",
-        "--schedule", "two_D=1e-4:0.1,K=5e-5:0.05", "--samples", "2", "--tuples-per-chain", "3",
-    ]  # fmt: skip
+    args = [*KILLED_RUN, "--tuples-per-chain", "3"]
     killed = tmp_path / "killed.zarr"
     proc = subprocess.Popen(
         [*ORIENT, *args, "--epochs", "6", "--max-batch", "1", "--workers", "2"]
