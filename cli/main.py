@@ -5,16 +5,55 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import Annotated
 
 import typer
+import typer.core
 
+# Help is click's plain formatter, not rich panels: rich cut long defaults off at 80 columns
+# ("synthetic-fingerprin…") and read "orient[metrics]" as a markup tag ("needs orient").
 app = typer.Typer(
     name="orient",
     help="Score-based generative models with nonlinear forward chains, trained from precomputed caches.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
+
+
+def _conventional_usage(self: typer.core.TyperArgument) -> str:
+    """An argument in a usage line as click and man pages write it: STORE, [STORE], STORE...
+    (typer 0.29 writes a required argument as ``{store}``, which reads like a set or a template)."""
+    name = self.display_name_raw.upper()
+    if not self.required:
+        name = f"[{name}]"
+    return f"{name}..." if self.nargs != 1 else name
+
+
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    typer.core.TyperArgument._usage_display_name = _conventional_usage
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"orient {version('orient')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Score-based generative models with nonlinear forward chains, trained from precomputed caches."""
 
 
 class UserError(Exception):
