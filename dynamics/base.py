@@ -88,6 +88,20 @@ def check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
+def check_t(t: int | Tensor, T: int, batch: int) -> None:
+    """``t`` is an int in 1..T or a 1-d integer tensor of ``batch`` such values."""
+    if isinstance(t, int) and not isinstance(t, bool):
+        if not 1 <= t <= T:
+            raise ValueError(f"t must be in 1..{T}, got {t}")
+        return
+    if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] != batch:
+        raise ValueError(f"t must be an int or a tensor of shape ({batch},)")
+    if t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise ValueError(f"t must hold integer steps, got {t.dtype}")
+    if t.numel() and (int(t.min()) < 1 or int(t.max()) > T):
+        raise ValueError(f"t must be in 1..{T}")
+
+
 def check_steps(T: int) -> None:
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ValueError(f"the number of steps T must be an integer >= 1, got {T!r}")
@@ -157,7 +171,6 @@ class Process(ABC):
         return self.transition_variance(t)
 
     # -- reverse ------------------------------------------------------------------------
-    @abstractmethod
     def reverse_step(
         self,
         x_t: Tensor,
@@ -166,7 +179,53 @@ class Process(ABC):
         generator: torch.Generator | None = None,
         method: Method = "sde",
     ) -> Tensor:
-        """x_t -> x_{t-1} given the score at (x_t, t): reverse SDE step or probability-flow ODE step."""
+        """x_t -> x_{t-1} given the score s(x_t, t); the one entry point of every reverse chain.
+
+        The method, the generator, the shapes and t are checked here once; the process supplies
+        three small pieces:
+
+        * SDE: ``project(_reverse_mean(x, t, s) + _reverse_noise(x, t, g))``, where the mean is
+          the process's estimate of E[x_{t-1} | x_t] from the score (it undoes the forward mean
+          map) and the noise has the transition's covariance. Transition 1 adds no noise: it is
+          the step onto the data, whose posterior spread is at most the first transition's, and
+          DDPM's convention (z = 0 at the last step) keeps point-like data laws points.
+        * ODE: ``project(_reverse_ode(x, t, s))``, a deterministic step that transports the
+          marginal of x_t to that of x_{t-1}.
+        """
+        if method not in ("sde", "ode"):
+            raise ValueError(f"unknown reverse method {method!r} (sde, ode)")
+        if score.shape != x_t.shape:
+            raise ValueError(
+                f"the score has shape {tuple(score.shape)}, the state {tuple(x_t.shape)}"
+            )
+        if x_t.ndim != self.state_ndim + 1:
+            raise ValueError(
+                f"reverse steps take states (B, *S) with {self.state_ndim} state dims, "
+                f"got shape {tuple(x_t.shape)}"
+            )
+        check_t(t, self.T, x_t.shape[0])
+        if method == "ode":
+            return self.project(self._reverse_ode(x_t, t, score))
+        if generator is None:
+            raise ValueError("the SDE reverse step needs a generator")
+        x = self._reverse_mean(x_t, t, score)
+        if isinstance(t, int):
+            return self.project(x + self._reverse_noise(x_t, t, generator) if t > 1 else x)
+        noise = self._reverse_noise(x_t, t, generator)
+        keep = append_dims((torch.as_tensor(t, device=x.device) > 1).to(x.dtype), x.ndim)
+        return self.project(x + keep * noise)
+
+    @abstractmethod
+    def _reverse_mean(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        """The SDE step's mean: E[x_{t-1} | x_t] as the process estimates it from the score."""
+
+    @abstractmethod
+    def _reverse_noise(self, x_t: Tensor, t: int | Tensor, generator: torch.Generator) -> Tensor:
+        """A draw of the SDE step's noise (the transition's covariance), shaped like ``x_t``."""
+
+    @abstractmethod
+    def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        """The deterministic (probability-flow) step x_t -> x_{t-1}."""
 
     @abstractmethod
     def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:

@@ -22,7 +22,6 @@ from torch import Tensor
 
 from .base import (
     DEFAULT_STEPS,
-    Method,
     Process,
     check_buffers,
     check_config_kind,
@@ -169,27 +168,24 @@ class GOUProcess(Process):
         v = self.var.to(z.dtype)
         return (-(z * z) / (2 * v) - 0.5 * torch.log(2 * math.pi * v)).sum(-1)
 
-    def reverse_step(
-        self,
-        x_t: Tensor,
-        t: int | Tensor,
-        score: Tensor,
-        generator: torch.Generator | None = None,
-        method: Method = "sde",
-    ) -> Tensor:
-        schedule_at(self.step_var, t, x_t, self.state_ndim)
-        if method not in ("sde", "ode"):
-            raise ValueError(f"unknown reverse method {method!r} (sde, ode)")
+    def _reverse_rotated(self, x_t: Tensor, score: Tensor, w: float) -> Tensor:
+        """mu + U (U^T (x - mu) + w v U^T s) / decay: the exact inverse of the mean map after a
+        score correction of weight w (1 for the SDE's posterior mean, 1/2 for the ODE)."""
         mu, U = self._cast(x_t)
         x, s = self._flat(x_t), self._flat(score)
         v, dec = self.var.to(x.dtype), self.decay.to(x.dtype)
-        w = 0.5 if method == "ode" else 1.0
-        rot = ((x - mu) @ U + w * v * (s @ U)) / dec
-        if method == "sde":
-            if generator is None:
-                raise ValueError("the SDE reverse step needs a generator")
-            rot = rot + v.sqrt() * randn(x.shape, generator, x)
-        return self._unflat(mu + rot @ U.T, x_t)
+        return self._unflat(mu + (((x - mu) @ U + w * v * (s @ U)) / dec) @ U.T, x_t)
+
+    def _reverse_mean(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        return self._reverse_rotated(x_t, score, 1.0)
+
+    def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        return self._reverse_rotated(x_t, score, 0.5)
+
+    def _reverse_noise(self, x_t: Tensor, t: int | Tensor, generator: torch.Generator) -> Tensor:
+        _, U = self._cast(x_t)
+        x = self._flat(x_t)
+        return self._unflat((self.var.sqrt().to(x.dtype) * randn(x.shape, generator, x)) @ U.T, x_t)
 
     def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """Anchor mixture of B eq. 12, or the stationary Gaussian."""

@@ -28,7 +28,6 @@ from torch import Tensor
 
 from .base import (
     DEFAULT_STEPS,
-    Method,
     Process,
     Transitions,
     check_config_kind,
@@ -277,24 +276,19 @@ class KuramotoProcess(Process):
         lp = wrapped_normal_log_prob(x_t, mu, var, self.n_terms)
         return lp.flatten(-self.state_ndim).sum(-1)
 
-    def reverse_step(
-        self,
-        x_t: Tensor,
-        t: int | Tensor,
-        score: Tensor,
-        generator: torch.Generator | None = None,
-        method: Method = "sde",
-    ) -> Tensor:
-        """SDE: wrap(x - f + 2D s + sqrt(2D) z); ODE: wrap(x - f + D s) (A, Alg. 2)."""
+    def _reverse_mean(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        """x - f(x) + 2D s (A, Alg. 2), wrapped by ``project``."""
         var = schedule_at(self.two_D, t, x_t, self.state_ndim)
-        base = x_t - self.drift(x_t, t)
-        if method == "ode":
-            return wrap(base + 0.5 * var * score)
-        if method != "sde":
-            raise ValueError(f"unknown reverse method {method!r} (sde, ode)")
-        if generator is None:
-            raise ValueError("the SDE reverse step needs a generator")
-        return wrap(base + var * score + var.sqrt() * randn(x_t.shape, generator, x_t))
+        return x_t - self.drift(x_t, t) + var * score
+
+    def _reverse_noise(self, x_t: Tensor, t: int | Tensor, generator: torch.Generator) -> Tensor:
+        var = schedule_at(self.two_D, t, x_t, self.state_ndim)
+        return var.sqrt() * randn(x_t.shape, generator, x_t)
+
+    def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        """x - f(x) + D s (A, Alg. 2)."""
+        var = schedule_at(self.two_D, t, x_t, self.state_ndim)
+        return x_t - self.drift(x_t, t) + 0.5 * var * score
 
     # -- prior ------------------------------------------------------------------------------
     def eq7_kappa(self, r_T: float | None = None) -> float:

@@ -2,17 +2,28 @@
 
     dU = div(g1(s, grad U) grad U) ds + g2(s, grad U) dW,   g_i(s, x) = alpha_i(s) / sqrt(1 + |x / lambda_i(s)|^2)
 
-on the pixel grid (spacing 1, zero-flux Neumann boundaries, channels independent), stepped by tamed
-Euler-Maruyama (C eq. 39, gamma = 1) with T steps of h = horizon / T. Transition t uses the
-coefficients at s = (t - 1) h (explicit), so with u = x_{t-1}:
+on the pixel grid (spacing 1, zero-flux Neumann boundaries, channels independent), with T steps of
+h = horizon / T. Transition t uses the coefficients at s = (t - 1) h, and with u = x_{t-1}:
 
-    mean = u + h b(u) / (1 + h |b(u)|),   x_t ~ N(mean, h D Q D),   D = diag g2(s, grad u)
+    x_t ~ N(m(u), h D Q D),   D = diag g2(s, grad u),
 
-where b is the flux-form drift, |b| the L2 norm over all of an example's state dims, and Q the
-spatial noise correlation (I when corr_length = 0; otherwise the reflected exponential kernel,
-diagonal in the DCT-II basis after a diagonal rescaling). The transition is Gaussian, so its score
-and log-density are exact. The reverse step is Euler-Maruyama for the reverse SDE (C eq. 20)
-including div(D Q D). Choices and reasons: docs/processes.md, "Anisotropic SPDE".
+where Q is the spatial noise correlation (I when corr_length = 0; otherwise the reflected
+exponential kernel, diagonal in the DCT-II basis after a diagonal rescaling). Two time schemes give
+the mean m (``scheme``):
+
+* ``semi-implicit`` (the default): m = (I - h A_u)^{-1} u, where A_u v = div(g1(s, grad u) grad v)
+  is the drift with its diffusivity frozen at u (the linearly implicit scheme of Catte et al. and
+  Weickert). Every mode's multiplier lies in (0, 1], so the mean map is invertible with a
+  well-conditioned inverse, I - h A; the solve is conjugate gradients, run per example to a
+  relative error of 1e-6 (the iteration count follows from the condition bound 1 + 8 h alpha1).
+* ``tamed``: paper C's tamed Euler-Maruyama, m = u + h b(u) / (1 + h |b(u)|), b = A_u u. Its
+  highest modes have multipliers near -1 at the default T, which no reverse step can undo
+  stably; it is kept to reproduce paper C's forward figures.
+
+The transition is Gaussian, so its score and log-density are exact. The reverse step undoes the
+mean map after the score correction: for the semi-implicit scheme,
+x_{t-1} = (I - h A_y) y with y = x_t + h (div Sigma + Sigma s) (+ noise), exact for linear drifts.
+Derivation, stability and choices: docs/processes.md, "Anisotropic SPDE".
 """
 
 from __future__ import annotations
@@ -27,7 +38,6 @@ from torch import Tensor
 
 from .base import (
     DEFAULT_STEPS,
-    Method,
     Process,
     check_buffers,
     check_config_kind,
@@ -41,18 +51,20 @@ from .schedules import geometric, parse_endpoints, polynomial
 Instance = Literal["anisotropic", "heat", "ve"]
 Shape = Literal["geometric", "polynomial"]
 Prior = Literal["fitted", "noise"]
+Scheme = Literal["semi-implicit", "tamed"]
 
 DEFAULT_HORIZON = 2.0  # C sec. 5.4: T = 2
 LAMBDA_MIN, LAMBDA_K = 0.025, 0.5  # C eq. 16
 # VE: Song et al.'s CIFAR-10 sigma in [0.01, 50] for data in [0, 1], doubled for data in [-1, 1];
 # sigma_max grows with the image side as in Song et al.'s CelebA-64 (90) and LSUN-256 (380) configs.
 VE_SIGMA_MIN, VE_SIGMA_MAX_PER_PIXEL = 0.02, 100.0 / 32
+CG_TOL = 1e-6  # relative A-norm error of the semi-implicit solve
 EIG_FLOOR = 1e-6  # eigenvalues of the reflected kernel are clipped at EIG_FLOOR * max
 PRIOR_KEYS = ("prior_mean", "prior_var")
 OPTIONS = frozenset(
     {
         "alpha1", "alpha2", "horizon", "shape", "power", "lambda1", "lambda1_k", "lambda2",
-        "lambda2_k", "corr_length", "prior", "prior_examples", "prior_seed",
+        "lambda2_k", "corr_length", "prior", "prior_examples", "prior_seed", "scheme",
     }
 )  # fmt: skip
 
@@ -190,6 +202,7 @@ class SPDEProcess(Process):
         prior_examples: int = 32,
         prior_seed: int = 0,
         prior_buffers: dict[str, Tensor] | None = None,
+        scheme: Scheme = "semi-implicit",
     ) -> None:
         check_steps(T)
         if instance not in ("anisotropic", "heat", "ve"):
@@ -205,6 +218,8 @@ class SPDEProcess(Process):
             raise ValueError(f"corr_length must be a finite number >= 0, got {corr_length!r}")
         if corr_length < 0:
             raise ValueError(f"corr_length must be a finite number >= 0, got {corr_length!r}")
+        if scheme not in ("semi-implicit", "tamed"):
+            raise ValueError(f"unknown SPDE time scheme {scheme!r} (semi-implicit, tamed)")
         if prior not in ("fitted", "noise"):
             raise ValueError(f"unknown SPDE prior {prior!r} (fitted, noise)")
         if not isinstance(prior_examples, int) or prior_examples < 1:
@@ -212,6 +227,7 @@ class SPDEProcess(Process):
         if not isinstance(prior_seed, int):
             raise ValueError(f"prior_seed must be an integer, got {prior_seed!r}")
         self.T = T
+        self.scheme: Scheme = scheme
         self.instance: Instance = instance
         self.height, self.width = height, width
         self.horizon = float(horizon)
@@ -237,10 +253,16 @@ class SPDEProcess(Process):
         self.has_drift = bool(self.alpha1.abs().max() > 0)
         if float(self.alpha1.max()) * self.h > 0.25:
             need = math.ceil(4 * float(self.alpha1.max()) * self.horizon)
+            why = (
+                "taming keeps the chain bounded, not accurate"
+                if scheme == "tamed"
+                else "the semi-implicit step stays stable, but each reverse step multiplies "
+                f"score errors by up to {1 + 8 * float(self.alpha1.max()) * self.h:.3g}"
+            )
             warnings.warn(
                 f"SPDE steps beyond the explicit stability limit: max alpha1 * h = "
                 f"{float(self.alpha1.max()) * self.h:.3g} > 1/4; use about T >= {need} steps "
-                "(taming keeps the chain bounded, not accurate)",
+                f"({why})",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -257,7 +279,16 @@ class SPDEProcess(Process):
             self.q_band_h = (ch[:, :-1] * ch[:, 1:]).T @ lam @ cw**2 * s[:-1] * s[1:]
             self.q_band_w = (ch**2).T @ lam @ (cw[:, :-1] * cw[:, 1:]) * s[:, :-1] * s[:, 1:]
             self.q_logdet = float(lam.log().sum() + 2 * s.log().sum())  # per channel
-        self.noise_prior_var = self._linearised_terminal_var()
+        # CG iterations of transition t: the error falls by (sqrt(k) - 1) / (sqrt(k) + 1) per
+        # iteration, k = 1 + 8 h alpha1 bounding the condition number of I - h A_u
+        kappa = 1 + 8 * self.h * self.alpha1.abs()
+        rate = (kappa.sqrt() - 1) / (kappa.sqrt() + 1)
+        need = (
+            torch.log(torch.tensor(CG_TOL / 2, dtype=torch.float64)) / rate.clamp_min(1e-300).log()
+        )
+        self.cg_iters = torch.where(rate > 0, need.ceil(), torch.zeros_like(need)).long()
+        self.noise_prior_var = self._linearised_variances()[-1]
+        self._ode_weight: Tensor | None = None
         self.prior_mean: Tensor | None = None
         self.prior_var: Tensor | None = None
         if prior_buffers:
@@ -268,21 +299,33 @@ class SPDEProcess(Process):
         return max(self.height, self.width)
 
     # -- dynamics ---------------------------------------------------------------------------
-    def drift(self, u: Tensor, t: int | Tensor) -> Tensor:
-        """Flux-form Perona-Malik drift b_i = sum over faces g1(face gradient) (u_nb - u_i)."""
-        if not self.has_drift:
-            return torch.zeros_like(u)
+    def conductances(self, u: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
+        """g1(s, face gradient of u) on the faces between rows (..., H-1, W) and between columns
+        (..., H, W-1); the tangential derivative at a face is the mean of the pixels' central ones."""
         a1 = schedule_at(self.alpha1, t, u, 3)
         dv, dw = _diffs(u)
-        if self.lambda1_min is not None:
-            lam2 = schedule_at(self.lambda1, t, u, 3) ** 2
-            cv, cw = _central(dv, dw)
-            tv = 0.5 * (cw[..., 1:, :] + cw[..., :-1, :])  # d/dW at the faces between rows
-            tw = 0.5 * (cv[..., :, 1:] + cv[..., :, :-1])  # d/dH at the faces between columns
-            dv = dv * torch.rsqrt(1 + (dv**2 + tv**2) / lam2)
-            dw = dw * torch.rsqrt(1 + (dw**2 + tw**2) / lam2)
-        dv, dw = F.pad(dv, (0, 0, 1, 1)), F.pad(dw, (1, 1))  # zero flux through the outer faces
-        return a1 * ((dv[..., 1:, :] - dv[..., :-1, :]) + (dw[..., 1:] - dw[..., :-1]))
+        if self.lambda1_min is None:
+            return a1.expand_as(dv), a1.expand_as(dw)
+        lam2 = schedule_at(self.lambda1, t, u, 3) ** 2
+        cv, cw = _central(dv, dw)
+        tv = 0.5 * (cw[..., 1:, :] + cw[..., :-1, :])  # d/dW at the faces between rows
+        tw = 0.5 * (cv[..., :, 1:] + cv[..., :, :-1])  # d/dH at the faces between columns
+        return a1 * torch.rsqrt(1 + (dv**2 + tv**2) / lam2), a1 * torch.rsqrt(
+            1 + (dw**2 + tw**2) / lam2
+        )
+
+    @staticmethod
+    def flux_divergence(gv: Tensor, gw: Tensor, v: Tensor) -> Tensor:
+        """A v = sum over faces g (v_nb - v_i), zero flux through the outer faces."""
+        dv, dw = _diffs(v)
+        dv, dw = F.pad(gv * dv, (0, 0, 1, 1)), F.pad(gw * dw, (1, 1))
+        return (dv[..., 1:, :] - dv[..., :-1, :]) + (dw[..., 1:] - dw[..., :-1])
+
+    def drift(self, u: Tensor, t: int | Tensor) -> Tensor:
+        """Flux-form Perona-Malik drift b(u) = A_u u = sum over faces g1(face gradient) (u_nb - u_i)."""
+        if not self.has_drift:
+            return torch.zeros_like(u)
+        return self.flux_divergence(*self.conductances(u, t), u)
 
     def tamed_increment(self, u: Tensor, t: int | Tensor) -> Tensor:
         """h b / (1 + h |b|), |b| the L2 norm over each example's (C, H, W); its norm is < 1."""
@@ -290,9 +333,50 @@ class SPDEProcess(Process):
         norm = b.flatten(-3).norm(dim=-1)[..., None, None, None]
         return self.h * b / (1 + self.h * norm)
 
+    def implicit_solve(self, u: Tensor, t: int | Tensor) -> Tensor:
+        """y = (I - h A_u)^{-1} u by conjugate gradients (I - h A_u is symmetric positive definite).
+
+        Each example runs the iteration count of its own t (``cg_iters``) with its own inner
+        products, so a row's result does not depend on the other rows of the batch."""
+        if not self.has_drift:
+            return u
+        gv, gw = self.conductances(u, t)
+        gv, gw = self.h * gv, self.h * gw
+        if isinstance(t, int):
+            iters = torch.full((1,), int(self.cg_iters[t - 1]), device=u.device)
+        else:
+            iters = self.cg_iters.to(u.device)[torch.as_tensor(t, device=u.device).long() - 1]
+        lead = u.ndim - 3
+        iters = iters.reshape(*iters.shape, *([1] * (lead - iters.ndim + 3)))
+
+        def dot(a: Tensor, b: Tensor) -> Tensor:
+            return (a * b).flatten(-3).sum(-1)[..., None, None, None]
+
+        y = u.clone()
+        r = u - (y - self.flux_divergence(gv, gw, y))
+        p, rr = r.clone(), dot(r, r)
+        tiny = torch.finfo(u.dtype).tiny
+        for k in range(int(iters.max())):
+            ap = p - self.flux_divergence(gv, gw, p)
+            alpha = rr / dot(p, ap).clamp_min(tiny)
+            active = (k < iters).to(u.dtype)
+            y = y + active * alpha * p
+            r = r - alpha * ap
+            rr_new = dot(r, r)
+            p = r + (rr_new / rr.clamp_min(tiny)) * p
+            rr = rr_new
+        return y
+
     def transition_mean(self, u: Tensor, t: int | Tensor) -> Tensor:
-        """The tamed Euler-Maruyama mean of x_t given x_{t-1} = u."""
-        return u + self.tamed_increment(u, t)
+        """The mean m(u) of x_t given x_{t-1} = u under the process's time scheme."""
+        if self.scheme == "tamed":
+            return u + self.tamed_increment(u, t)
+        return self.implicit_solve(u, t)
+
+    def undo_mean(self, y: Tensor, t: int | Tensor) -> Tensor:
+        """(I - h A_y) y: the inverse of the semi-implicit mean map with the diffusivity frozen at
+        y instead of at x_{t-1} (exact when the drift is linear)."""
+        return y - self.h * self.drift(y, t)
 
     def noise_scale(self, u: Tensor, t: int | Tensor) -> Tensor:
         """Per-pixel g2(s, grad u) (pixel central differences), broadcast to ``u``'s shape."""
@@ -403,43 +487,71 @@ class SPDEProcess(Process):
         return -0.5 * (maha + logdet + n * math.log(2 * math.pi))
 
     # -- reverse ----------------------------------------------------------------------------
-    def reverse_step(
-        self,
-        x_t: Tensor,
-        t: int | Tensor,
-        score: Tensor,
-        generator: torch.Generator | None = None,
-        method: Method = "sde",
-    ) -> Tensor:
-        """SDE: x - tamed(b) + h (div Sigma + Sigma s) + sqrt(h) D L z; ODE: halves the h (...) term
-        and drops the noise. Coefficients at (x_t, entry t - 1), as in the forward transition t."""
-        if method not in ("sde", "ode"):
-            raise ValueError(f"unknown reverse method {method!r} (sde, ode)")
+    def _correction(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        """h (div Sigma + Sigma s), Sigma = D Q D at x_t: E[m(x_{t-1}) | x_t] - x_t to first order."""
         d = self.noise_scale(x_t, t)
-        correction = self.h * (self.sigma_divergence(x_t, t) + d * self._corr(d * score, "cov"))
-        base = x_t - self.tamed_increment(x_t, t)
-        if method == "ode":
-            return base + 0.5 * correction
-        if generator is None:
-            raise ValueError("the SDE reverse step needs a generator")
+        return self.h * (self.sigma_divergence(x_t, t) + d * self._corr(d * score, "cov"))
+
+    def _reverse_mean(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        """semi-implicit: (I - h A_y) y, y = x_t + correction; tamed: x - tamed(b) + correction."""
+        if self.scheme == "tamed":
+            return x_t - self.tamed_increment(x_t, t) + self._correction(x_t, t, score)
+        return self.undo_mean(x_t + self._correction(x_t, t, score), t)
+
+    def _reverse_noise(self, x_t: Tensor, t: int | Tensor, generator: torch.Generator) -> Tensor:
         z = randn(x_t.shape, generator, x_t)
-        return base + correction + math.sqrt(self.h) * d * self._corr(z, "sqrt")
+        return math.sqrt(self.h) * self.noise_scale(x_t, t) * self._corr(z, "sqrt")
+
+    def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        """semi-implicit: (I - h A_y) y with y = x_t + k_t * correction, k_t applied per DCT mode;
+        tamed: x - tamed(b) + correction / 2.
+
+        k_t = 1 / (1 + a_t sqrt(V_{t-1} / V_t)) is the weight of a DDIM step for the linearised
+        chain (multipliers a_t, accumulated noise variances V_t per mode): it is 1/2 for small
+        steps, 1 at t = 1 (V_0 = 0), and 1 / (1 + a_t) for a mode at equilibrium, where a
+        Euler weight of 1/2 would grow the mode by (1 + a^2) / (2a) per step."""
+        c = self._correction(x_t, t, score)
+        if self.scheme == "tamed":
+            return x_t - self.tamed_increment(x_t, t) + 0.5 * c
+        k = schedule_at(self.ode_weight(), t, x_t, 3) if isinstance(t, int) else None
+        if k is None:
+            k = self.ode_weight().to(x_t)[torch.as_tensor(t, device=x_t.device).long() - 1]
+            k = k[:, None]  # (B, 1, H, W)
+        k = k.to(device=x_t.device, dtype=x_t.dtype)
+        return self.undo_mean(x_t + self._dct(k * self._dct(c), inverse=True), t)
+
+    def ode_weight(self) -> Tensor:
+        """k_t per DCT mode, (T, H, W) float32, from the linearised variances (built once)."""
+        if self._ode_weight is None:
+            a = self._linear_multipliers()
+            v = self._linearised_variances()
+            ratio = (v[:-1] / v[1:]).sqrt()
+            self._ode_weight = (1 / (1 + a * ratio)).float()
+        return self._ode_weight
 
     # -- prior ------------------------------------------------------------------------------
-    def _linearised_terminal_var(self) -> Tensor:
-        """Per DCT mode (H, W): terminal variance of the noise alone under the untamed isotropic
-        linearisation x_k <- (1 + h alpha1 mu_k) x_k + noise (mu_k: Neumann Laplacian eigenvalue)."""
+    def _linear_multipliers(self) -> Tensor:
+        """(T, H, W): each DCT mode's mean multiplier under the isotropic linearisation
+        (drift alpha1 L, L the Neumann Laplacian with eigenvalues mu <= 0, taming ignored):
+        1 / (1 - h alpha1 mu) (semi-implicit) or 1 + h alpha1 mu (tamed)."""
         kh = torch.arange(self.height, dtype=torch.float64)[:, None]
         kw = torch.arange(self.width, dtype=torch.float64)[None]
         mu = -4 * (
             torch.sin(math.pi * kh / (2 * self.height)) ** 2
             + torch.sin(math.pi * kw / (2 * self.width)) ** 2
         )
-        q = self.q_eig if self.corr_length > 0 else torch.ones_like(mu)
-        var = torch.zeros_like(mu)
-        for a1, nv in zip(self.alpha1.tolist(), self.noise_var.tolist(), strict=True):
-            var = (1 + self.h * a1 * mu) ** 2 * var + nv * q
-        return var
+        ha = (self.h * self.alpha1)[:, None, None]
+        return 1 / (1 - ha * mu) if self.scheme == "semi-implicit" else 1 + ha * mu
+
+    def _linearised_variances(self) -> Tensor:
+        """(T + 1, H, W): V_t per DCT mode, the variance of x_t started from x_0 = 0 under the
+        linearisation, V_t = a_t^2 V_{t-1} + h alpha2^2 q (q: Q's eigenvalues, 1 when l = 0)."""
+        a = self._linear_multipliers()
+        q = self.q_eig if self.corr_length > 0 else torch.ones_like(a[0])
+        var = [torch.zeros_like(a[0])]
+        for t in range(self.T):
+            var.append(a[t] ** 2 * var[-1] + float(self.noise_var[t]) * q)
+        return torch.stack(var)
 
     def _set_prior(self, buffers: dict[str, Tensor]) -> None:
         if self.prior != "fitted":
@@ -531,6 +643,7 @@ class SPDEProcess(Process):
             "prior": self.prior,
             "prior_examples": self.prior_examples,
             "prior_seed": self.prior_seed,
+            "scheme": self.scheme,
         }
 
     @classmethod
@@ -592,7 +705,8 @@ class SPDEProcess(Process):
             alpha1=tuple(config["alpha1"]),
             alpha2=tuple(config["alpha2"]),
             prior_buffers=buffers or None,
-            **{k: config[k] for k in keys},
+            # configs written before the semi-implicit scheme were tamed
+            **{k: config.get(k, "tamed") if k == "scheme" else config[k] for k in keys},
         )
 
     @classmethod

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from .base import (
     DEFAULT_STEPS,
-    Method,
     Process,
     check_config_kind,
     check_steps,
@@ -102,22 +101,18 @@ class VPProcess(Process):
         abar = float(torch.prod((1 - self.beta[:t]).sqrt()))
         return abar, 1 - abar * abar
 
-    def reverse_step(
-        self,
-        x_t: Tensor,
-        t: int | Tensor,
-        score: Tensor,
-        generator: torch.Generator | None = None,
-        method: Method = "sde",
-    ) -> Tensor:
+    def _reverse_mean(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
         a, beta = self._coefs(t, x_t)
-        if method == "ode":
-            return (x_t + 0.5 * beta * score) / a
-        if method != "sde":
-            raise ValueError(f"unknown reverse method {method!r} (sde, ode)")
-        if generator is None:
-            raise ValueError("the SDE reverse step needs a generator")
-        return (x_t + beta * score) / a + beta.sqrt() * randn(x_t.shape, generator, x_t)
+        return (x_t + beta * score) / a
+
+    def _reverse_noise(self, x_t: Tensor, t: int | Tensor, generator: torch.Generator) -> Tensor:
+        return schedule_at(self.beta, t, x_t, self.state_ndim).sqrt() * randn(
+            x_t.shape, generator, x_t
+        )
+
+    def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        a, beta = self._coefs(t, x_t)
+        return (x_t + 0.5 * beta * score) / a
 
     prior_names = ("gaussian",)
 

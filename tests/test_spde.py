@@ -205,31 +205,43 @@ def test_divergence_vanishes_for_isotropic_noise():
 
 
 def test_reverse_step_uses_the_forward_entry_of_transition_t():
+    """VE: the ODE weight is DDIM's 1 / (1 + sqrt(V_{t-1} / V_t)) (V_t the accumulated noise
+    variance, the same in every mode), the SDE adds the transition's noise except at t = 1."""
     p = make("ve", T=25, hw=(4, 4))
     x = rand_image((2, 1, 4, 4))
     s = rand_image((2, 1, 4, 4), seed=1)
+    acc = torch.cumsum(p.alpha2**2 * p.h, 0)
     for t in (1, 13, 25):
         var = float(p.alpha2[t - 1]) ** 2 * p.h
         assert var == float(p.transition_variance(t))
-        torch.testing.assert_close(p.reverse_step(x, t, s, method="ode"), x + 0.5 * var * s)
+        before = float(acc[t - 2]) if t > 1 else 0.0
+        k = 1 / (1 + math.sqrt(before / float(acc[t - 1])))
+        torch.testing.assert_close(p.reverse_step(x, t, s, method="ode"), x + k * var * s)
         z = torch.randn(x.shape, generator=gen(t), dtype=D64)
-        expected = x + var * s + math.sqrt(var) * z
+        expected = x + var * s + (math.sqrt(var) * z if t > 1 else 0)
         torch.testing.assert_close(p.reverse_step(x, t, s, gen(t)), expected)
 
 
-def test_reverse_step_formula_with_drift_and_state_dependent_noise():
-    p = make("anisotropic", T=30, hw=(4, 5), lambda2=0.3, corr_length=1.0)
+@pytest.mark.parametrize("scheme", ["semi-implicit", "tamed"])
+def test_reverse_step_formula_with_drift_and_state_dependent_noise(scheme):
+    p = make("anisotropic", T=30, hw=(4, 5), lambda2=0.3, corr_length=1.0, scheme=scheme)
     x = rand_image((2, 1, 4, 5))
     s = rand_image((2, 1, 4, 5), seed=1)
     t = torch.tensor([4, 30])
     d = p.noise_scale(x, t)
     sig_s = torch.einsum("bij,bj->bi", dense_sigma_batch(p, x, t), s.flatten(1)).reshape(x.shape)
     corr = p.h * (p.sigma_divergence(x, t) + sig_s)
-    base = x - p.tamed_increment(x, t)
-    torch.testing.assert_close(p.reverse_step(x, t, s, method="ode"), base + 0.5 * corr)
     z = torch.randn(x.shape, generator=gen(4), dtype=D64)
     noise = math.sqrt(p.h) * d * p._corr(z, "sqrt")  # covariance h D Q D, as forward
-    torch.testing.assert_close(p.reverse_step(x, t, s, gen(4)), base + corr + noise)
+    if scheme == "tamed":
+        base = x - p.tamed_increment(x, t)
+        ode, mean = base + 0.5 * corr, base + corr
+    else:  # (I - h A_y) y, the ODE's correction weighted per DCT mode
+        k = p.ode_weight().to(D64)[t - 1][:, None]
+        ode = p.undo_mean(x + p._dct(k * p._dct(corr), inverse=True), t)
+        mean = p.undo_mean(x + corr, t)
+    torch.testing.assert_close(p.reverse_step(x, t, s, method="ode"), ode)
+    torch.testing.assert_close(p.reverse_step(x, t, s, gen(4)), mean + noise)
 
 
 def dense_sigma_batch(p, x, t):
