@@ -205,9 +205,7 @@ def store_info(url: str) -> dict[str, Any]:
     store = TupleStore.open(url)
     m = store.meta
     groups = {}
-    for name in store.tuple_groups() + [
-        f"epochs/{k}" for k in store.root["epochs"].group_keys() if k.startswith(".tmp-")
-    ]:
+    for name in store.tuple_groups() + store.unfinished_epochs():
         done = store.done_blocks(name)
         groups[name] = {
             "blocks": int(done.size),
@@ -237,7 +235,24 @@ def store_info(url: str) -> dict[str, Any]:
         "format_version": m["format_version"],
         "software": m["software"],
         "created": m["created"],
+        "verified": store.verification(),
     }
+
+
+def verified_line(rec: dict[str, Any] | None, url: str) -> str:
+    """The recorded `orient verify`: "never", or "<time>, <result>", and whether it is stale."""
+    if rec is None:
+        return "never (`orient verify` checks every block)"
+    checked = rec.get("checked", {})
+    line = f"{rec['time']}, {rec['result']}"
+    if checked:
+        line += (
+            f" ({checked['blocks']:,} blocks in {len(checked['groups'])} groups checked, "
+            f"{checked['recomputed']} recomputed from seeds)"
+        )
+    if rec.get("stale"):
+        line += f"; STALE: blocks were written or removed since; run `orient verify {url}` again"
+    return line
 
 
 def _kept_per_chain(plan: dict[str, Any]) -> int:
@@ -251,7 +266,8 @@ def info(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Describe a store: process, schedule, data set, mode, epochs, tuples, size, completeness."""
+    """Describe a store: process, schedule, data set, mode, epochs, tuples, size, completeness,
+    and the last verification (when, its result, and whether blocks were written since)."""
     d = store_info(store)
     if as_json:
         print(json.dumps(d, indent=2))
@@ -278,6 +294,7 @@ def info(
     print(
         f"tuples:   {d['tuples']:,}  size {d['bytes_on_disk'] / 2**20:,.1f} MiB  complete: {'yes' if d['complete'] else 'NO'}"
     )
+    print(f"verified: {verified_line(d['verified'], d['store'])}")
 
 
 @app.command()
@@ -288,7 +305,8 @@ def verify(
         int, typer.Option(help="Blocks per group to recompute from the recorded seeds.")
     ] = 2,
 ) -> None:
-    """Check every checksum, marker and block digest; recompute a sample of blocks from seeds."""
+    """Check every checksum, marker and block digest; recompute a sample of blocks from seeds.
+    The outcome is recorded in the store, and `orient info` shows it."""
     from orient.pipeline.verify import Unrepairable, verify_store
 
     if recompute < 0:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,8 +62,9 @@ class GroupReport:
             return f"{self.name}: NOT WRITTEN (planned; `orient precompute --resume` writes it)"
         status = "ok" if self.ok else "DAMAGED" if self.damaged else "INCOMPLETE"
         if status == "INCOMPLETE" and not self.incomplete:
+            never = "renamed" if ".tmp-" in self.name else "given its completion marker"
             status = (
-                "NOT IN PLACE (all blocks written, never renamed: --repair or --resume does it)"
+                f"NOT IN PLACE (all blocks written, never {never}: --repair or --resume does it)"
             )
         if self.conflict:
             status = f"NOT IN PLACE ({self.conflict} exists as well: delete one of the two)"
@@ -74,7 +78,9 @@ class GroupReport:
         parts.append(f"recomputed {len(self.recomputed)}")
         if self.repaired:
             parts.append(f"repaired {len(self.repaired)}")
-        if self.renamed:
+        if self.renamed == self.name:
+            parts.append("put in place (completion marker written)")
+        elif self.renamed:
             parts.append(f"renamed into place as {self.renamed}")
         return ", ".join(parts)
 
@@ -108,16 +114,82 @@ def verify_store(
 
     With ``repair``, damaged (and not-done) blocks are simulated again and rewritten, under the
     store's writer lock.
+
+    The outcome is recorded in the store (:func:`verification_record`, ``orient info`` shows it),
+    with the state it describes: the state before the check, or after it when --repair changed
+    anything. A verify stopped by damage to what blocks are recomputed from (:class:`Unrepairable`)
+    records nothing: it changes nothing in a store that it cannot repair.
     """
     with writer_lock(url) if repair else contextlib.nullcontext():
-        return _verify_store(url, repair, recompute, seed)
+        reports, before = _verify_store(url, repair, recompute, seed)
+        changed = any(r.repaired or r.renamed for r in reports)
+        try:
+            TupleStore.open(url).record_verification(
+                verification_record(reports, recompute), None if changed else before
+            )
+        except Exception as exc:  # a store we may read but not write (read-only bucket, ...)
+            print(f"orient: note: the outcome was not recorded in {url} ({exc})", file=sys.stderr)
+        return reports
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def verification_record(reports: list[GroupReport], recompute: int) -> dict[str, Any]:
+    """What a verification found, as recorded in the store: its time, ``ok``, a one-line
+    ``result`` ("ok", "3 damaged blocks", ...), the counts behind it, and what was checked."""
+    damaged = unfinished = repaired = blocks = recomputed = 0
+    unwritten = not_in_place = 0
+    for r in reports:
+        fixed = set(r.repaired)
+        damaged += len(set(r.damaged) - fixed)
+        unfinished += len(set(r.incomplete) - set(r.damaged) - fixed)
+        repaired += len(fixed)
+        unwritten += r.unwritten
+        not_in_place += r.temporary and r.renamed is None and not r.incomplete and not r.damaged
+        blocks += 0 if r.unwritten else r.blocks
+        recomputed += len(r.recomputed)
+    problems = [
+        _count(damaged, "damaged block") if damaged else "",
+        _count(unfinished, "unfinished block") if unfinished else "",
+        _count(unwritten, "planned epoch") + " not written" if unwritten else "",
+        _count(not_in_place, "epoch") + " not in place" if not_in_place else "",
+    ]
+    problems = [p for p in problems if p]
+    ok = not problems
+    result = (
+        ("ok" + (f" ({_count(repaired, 'block')} repaired)" if repaired else ""))
+        if ok
+        else ", ".join(problems)
+    )
+    groups = [r.name for r in reports if not r.unwritten]
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "ok": ok,
+        "result": result,
+        "damaged_blocks": damaged,
+        "unfinished_blocks": unfinished,
+        "unwritten_epochs": unwritten,
+        "repaired_blocks": repaired,
+        "checked": {
+            "groups": groups,
+            "blocks": blocks,
+            "recomputed": recomputed,
+            "what": "chunk and shard-index checksums, block digests, done markers and shard "
+            f"padding of every block; up to {recompute} blocks per group recomputed from seeds",
+        },
+    }
 
 
 class Unrepairable(StoreError):
     """Damage that the store cannot mend from itself (its sources, process, metadata)."""
 
 
-def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[GroupReport]:
+def _verify_store(
+    url: str, repair: bool, recompute: int, seed: int
+) -> tuple[list[GroupReport], str]:
+    """The reports, and the store's state digest (:meth:`TupleStore.state_digest`) before them."""
     store = TupleStore.open(url, mode="r+" if repair else "r")
     device = store.meta.get("device", "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -137,9 +209,9 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
     except StoreError as exc:
         raise Unrepairable(f"{exc}{rebuild}") from None
     plan = Plan.from_json(store.meta["plan"])
-    names = store.tuple_groups() + [
-        f"epochs/{k}" for k in store.root["epochs"].group_keys() if k.startswith(".tmp-")
-    ]
+    before = store.state_digest()
+    unfinished = store.unfinished_epochs()
+    names = store.tuple_groups() + unfinished
     reports = []
     for name in names:
         epoch = int(name.split("/")[1].replace(".tmp-", "")) if name.startswith("epochs/") else 0
@@ -147,7 +219,7 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
             if not repair:
                 every = list(range(plan.n_blocks))
                 reports.append(GroupReport(name, plan.n_blocks, incomplete=every,
-                                           temporary=".tmp-" in name))  # fmt: skip
+                                           temporary=name in unfinished))  # fmt: skip
                 continue
             store.create_tuple_group(name, plan.layout())  # what precompute --resume does
         try:  # opening an array parses its zarr.json: once per group
@@ -179,13 +251,13 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
             rep.recomputed.append(int(b))
             if not np.array_equal(block_digest(fresh, plan.chunk_tuples), digests[b]):
                 rep.mismatched.append(int(b))
-        rep.temporary = ".tmp-" in name
+        rep.temporary = name in unfinished
         if repair:
             for b in sorted(set(rep.damaged) | set(rep.incomplete)):
                 write_block(g, b, simulate(process, x0, plan, epoch, b, device))
                 rep.repaired.append(b)
             final = epoch_name(epoch)
-            if rep.temporary and store.has_group(final):
+            if rep.temporary and final != name and epoch in store.epochs():
                 rep.conflict = final  # both written: which one training should read is not ours
             elif rep.temporary:  # every block is now written and checked: what precompute does
                 store.rename_group(name, final)
@@ -196,4 +268,4 @@ def _verify_store(url: str, repair: bool, recompute: int, seed: int) -> list[Gro
     for e in store.missing_epochs():
         if e not in begun:
             reports.append(GroupReport(epoch_name(e), plan.n_blocks, unwritten=True))
-    return reports
+    return reports, before

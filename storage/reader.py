@@ -142,6 +142,11 @@ class TupleReader(IterableDataset):
         if group not in self._cache:
             store = TupleStore.open(self.url)
             g = store.group(group)
+            if group.startswith("epochs/") and group not in store.tuple_groups():
+                raise StoreError(
+                    f"{self.url}: epoch group {group} is not in place (being written, or its "
+                    "completion marker is absent); finish it with `orient precompute --resume`"
+                )
             if not store.is_complete(group):
                 raise StoreError(
                     f"{self.url}: tuple group {group} is incomplete; finish it with `orient precompute --resume`"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +42,8 @@ from .codecs import ENCODINGS
 
 FORMAT_VERSION = 3  # 2: block digests are CRC32C (were CRC-32); 3: one shard per block and array
 CREATING = "orient_creating"  # root attribute of a store whose creation has not finished
+VERIFIED = "orient_verified"  # root attribute: the outcome of the last `orient verify`
+COMPLETE = "complete"  # attribute of an epoch group, written when all its blocks are in place
 TUPLE_ARRAYS = ("x_prev", "x_t", "score", "t", "src")
 TRAINING_ARRAYS = ("x_t", "score", "t")
 
@@ -154,7 +157,7 @@ class TupleStore:
                 )
             clear(url)
         marker = {CREATING: {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
-        root = zarr.open_group(url, mode="w-", attributes=marker)  # one write: group and marker
+        root = open_root(url, mode="w-", attributes=marker)  # one write: group and marker
         meta = {
             **meta,
             "format_version": FORMAT_VERSION,
@@ -185,7 +188,7 @@ class TupleStore:
         if not exists(url):
             raise StoreError(f"no store at {url}")
         try:
-            root = zarr.open_group(url, mode=mode)
+            root = open_root(url, mode=mode)
         except zarr.errors.GroupNotFoundError:
             raise StoreError(f"{url} is not a Zarr store (it holds no group metadata)") from None
         except Exception as exc:  # damaged metadata, or something else that is not a store
@@ -206,13 +209,51 @@ class TupleStore:
             )
         return proc
 
-    def check_process(self, config_hash: str, what: str = "the checkpoint") -> None:
-        if config_hash != self.meta["process_hash"]:
-            raise StoreError(
-                f"{self.url} was written for process {describe_process(self.meta['process'])} "
-                f"(hash {self.meta['process_hash'][:12]}), which is not the process of {what} "
-                f"(hash {config_hash[:12]})"
-            )
+    def check_process(
+        self, config_hash: str, what: str = "the checkpoint", config: dict[str, Any] | None = None
+    ) -> None:
+        """Refuse a process other than this store's. Given ``config`` (the other process's
+        ``to_config()``), the message names the fields that differ, e.g. "T: checkpoint 100, store
+        300"; without it, both processes in brief and their hashes."""
+        if config_hash == self.meta["process_hash"]:
+            return
+        mine = self.meta["process"]
+        if config is not None:
+            _ABSENT = object()
+
+            def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+                out: dict[str, Any] = {}
+                for k, v in d.items():
+                    if isinstance(v, Mapping):
+                        out.update(flat(v, f"{prefix}{k}."))
+                    else:
+                        out[prefix + k] = v
+                return out
+
+            def show(v: Any) -> str:
+                text = "(absent)" if v is _ABSENT else json.dumps(v)
+                return text if len(text) <= 40 else text[:37] + "..."
+
+            theirs, ours = flat(config), flat(mine)
+            label = what.removeprefix("the ").removeprefix("this ")
+            diffs = [
+                f"{k}: {label} {show(theirs.get(k, _ABSENT))}, store {show(ours.get(k, _ABSENT))}"
+                for k in sorted(
+                    set(theirs) | set(ours), key=lambda k: (k != "process", k != "T", k)
+                )
+                if theirs.get(k, _ABSENT) != ours.get(k, _ABSENT)
+            ]
+            if diffs:
+                more = f"; and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+                raise StoreError(
+                    f"{self.url} was written for another process than {what} "
+                    f"({'; '.join(diffs[:4])}{more})"
+                )
+        raise StoreError(
+            f"{self.url} was written for process {describe_process(mine)} "
+            f"(hash {self.meta['process_hash'][:12]}), which is not the process of {what} "
+            f"(hash {config_hash[:12]})"
+        )
 
     def write_table(self, name: str, table: Any) -> None:
         """Keep a pyarrow Table in the store as Parquet bytes (array ``tables/<name>``, checksummed)."""
@@ -338,13 +379,40 @@ class TupleStore:
         except StoreError:
             return False
 
+    @property
+    def renames(self) -> bool:
+        """Does this store publish an epoch by an atomic rename (a local file system)? Object
+        stores (s3://, gs://, memory://, ...) have no rename; there the epoch group's completion
+        marker decides (:meth:`rename_group`)."""
+        return is_local(self.url)
+
+    def _epoch_groups(self) -> dict[str, dict[str, Any]]:
+        """Every group under ``epochs/``: name -> its attributes."""
+        return {key: dict(g.attrs) for key, g in self.root["epochs"].groups()}
+
     def epochs(self) -> list[int]:
-        """Epoch numbers whose groups were renamed into place (complete by construction)."""
-        out = []
-        for key in self.root["epochs"].group_keys():
-            if key.isdigit():
-                out.append(int(key))
-        return sorted(out)
+        """Epoch numbers whose groups are in place: renamed into place on a local file system;
+        on an object store, carrying their completion marker (:data:`COMPLETE`), which the
+        publication writes last. An epoch without it is never read, whatever its blocks say."""
+        if self.renames:
+            keys = self.root["epochs"].group_keys()
+        else:
+            keys = [k for k, attrs in self._epoch_groups().items() if attrs.get(COMPLETE)]
+        return sorted(int(k) for k in keys if k.isdigit())
+
+    def unfinished_epochs(self) -> list[str]:
+        """Groups of epochs begun and not in place: ``epochs/.tmp-NNNNN`` (being written, or
+        written and never published) and, on an object store, ``epochs/NNNNN`` without its
+        completion marker (a publication cut short, unless the ``.tmp-`` group it copies from is
+        still there: then that group is the epoch, and publishing it again replaces this one)."""
+        groups = self._epoch_groups()
+        tmp = sorted(k for k in groups if k.startswith(".tmp-"))
+        out = [f"epochs/{k}" for k in tmp]
+        if not self.renames:
+            for k in sorted(groups):
+                if k.isdigit() and not groups[k].get(COMPLETE) and f".tmp-{k}" not in groups:
+                    out.append(f"epochs/{k}")
+        return out
 
     def missing_epochs(self) -> list[int]:
         """Planned epochs (``epochs_planned``, raised by a resume that adds epochs) not in place:
@@ -358,22 +426,87 @@ class TupleStore:
         return names + [epoch_name(e) for e in self.epochs()]
 
     def rename_group(self, src: str, dst: str) -> None:
-        """Move a tuple group into place (atomic directory rename on local file systems)."""
-        if is_local(self.url):
+        """Publish the written epoch group ``src`` as ``dst`` (``src`` may be ``dst``): call it
+        only once every block of ``src`` is done.
+
+        Its completion marker goes into ``src``'s metadata, then on a local file system the
+        folder is renamed (``os.replace``: atomic, the name is what readers go by). An object
+        store has no rename: ``dst`` is created without the marker (an older copy cut short is
+        removed first), every object of ``src`` is copied into it (server-side on S3), then
+        ``dst``'s group metadata is rewritten with the marker, in one PUT, so that readers see
+        the epoch only whole; then ``src`` goes, its group metadata last. Cut short before the
+        marker, it is simply done again."""
+        marked = {**dict(self.root[src].attrs), COMPLETE: True}
+        if self.renames:
+            self.root[src].attrs.put(marked)
             base = local_path(self.url)
             os.replace(os.path.join(base, src), os.path.join(base, dst))
-        else:  # object stores have no atomic rename; readers also require every done marker
+        elif src == dst:
+            self.root[src].attrs.put(marked)
+        else:
             fs, path = filesystem(self.url)
-            fs.mv(f"{path}/{src}", f"{path}/{dst}", recursive=True)
-        self.root = zarr.open_group(self.url, mode="r+")
+            s, d, meta = f"{path}/{src}", f"{path}/{dst}", "/zarr.json"
+            if fs.exists(d):
+                fs.rm(d, recursive=True)
+            unmarked = {k: v for k, v in marked.items() if k != COMPLETE}
+            self.root.create_group(dst, attributes=unmarked)  # a group, not yet an epoch
+            files = [f for f in fs.find(s) if f != s + meta]
+            fs.copy(files, [d + f[len(s) :] for f in files])
+            self.root[dst].attrs.put(marked)  # the marker: one object, written last
+            fs.rm(files)  # the temporary group's metadata last: no nameless leftovers
+            fs.rm(s + meta)
+        self.root = open_root(self.url, mode="r+")
 
     def delete_group(self, name: str) -> None:
+        """Delete a tuple group; on an object store an epoch first loses its completion marker,
+        so that readers never see one partly deleted."""
         if is_local(self.url):
             shutil.rmtree(os.path.join(local_path(self.url), name), ignore_errors=True)
         else:
+            with contextlib.suppress(KeyError):
+                attrs = dict(self.root[name].attrs)
+                if attrs.pop(COMPLETE, None) is not None:
+                    self.root[name].attrs.put(attrs)
             fs, path = filesystem(self.url)
             fs.rm(f"{path}/{name}", recursive=True)
-        self.root = zarr.open_group(self.url, mode="r+")
+        self.root = open_root(self.url, mode="r+")
+
+    # -- verification record ---------------------------------------------------------------------
+    def state_digest(self) -> str:
+        """SHA-256 of what the store holds as written: its tuple groups (in place or not), every
+        done marker and block digest, and the planned epochs. Any block written, rewritten with
+        other bytes, or removed after a verification changes it (a block rewritten with the same
+        bytes does not); it is cheap (two small arrays per group), so ``orient info`` recomputes
+        it to tell whether the recorded verification still describes the store."""
+        h = hashlib.sha256()
+        names = self.tuple_groups() + self.unfinished_epochs()
+        h.update(json.dumps([self.meta.get("epochs_planned", 0), names]).encode())
+        for name in names:
+            for key in ("done", "digest"):
+                try:
+                    h.update(f"{name}/{key}:".encode() + self.read_array(f"{name}/{key}").tobytes())
+                except (StoreError, KeyError):  # damaged: as it was when verified, or not
+                    h.update(f"{name}/{key}:damaged".encode())
+        return h.hexdigest()
+
+    def record_verification(self, record: dict[str, Any], state: str | None = None) -> None:
+        """Keep the outcome of a verification in the root attribute :data:`VERIFIED`, with the
+        :meth:`state_digest` it was made on (``state``; default: now). One write of the root
+        metadata (atomic: a temporary file renamed locally, one PUT on an object store),
+        re-read first so that nothing another command changed in it is lost."""
+        state = state or self.state_digest()
+        root = open_root(self.url, mode="r+")
+        attrs = root.attrs.asdict()
+        attrs[VERIFIED] = json.loads(json.dumps({**record, "state": state}))
+        root.attrs.put(attrs)
+
+    def verification(self) -> dict[str, Any] | None:
+        """The recorded outcome of the last ``orient verify`` (None: never verified), with
+        ``stale`` set when blocks were written or removed since."""
+        rec = self.root.attrs.asdict().get(VERIFIED)
+        if rec is None:
+            return None
+        return {**rec, "stale": rec.get("state") != self.state_digest()}
 
     def remove_partial_files(self) -> int:
         """Delete the temporary ``*.partial`` files that killed writers left (shard writes and
@@ -489,11 +622,29 @@ def filesystem(url: str) -> tuple[Any, str]:
     import fsspec
 
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, **(storage_options(url) or {}))
     except ImportError as exc:  # fsspec's message names the package, e.g. "Install s3fs to ..."
         raise StoreError(f"cannot open {url}: {exc}") from None
     except ValueError as exc:  # "Protocol not known: ..."
         raise StoreError(f"cannot open {url}: {exc}") from None
+
+
+def storage_options(url: str) -> dict[str, Any] | None:
+    """fsspec options for a store URL (None for a local path).
+
+    Directory listings are never cached: other processes (the precompute workers, a trainer's
+    re-caching, another machine) write the store, and a cached listing would hide their epochs.
+    Everything else comes from the back end's own configuration, e.g. for s3:// the standard
+    AWS variables (``AWS_ENDPOINT_URL`` for an S3-compatible server such as MinIO or Ceph,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ...), or fsspec's ``FSSPEC_S3_*`` variables."""
+    return None if is_local(url) else {"use_listings_cache": False}
+
+
+def open_root(url: str, mode: str = "r", **kwargs: Any) -> zarr.Group:
+    """The root group at ``url``, opened with :func:`storage_options`."""
+    if is_local(url):
+        return zarr.open_group(local_path(url), mode=mode, **kwargs)
+    return zarr.open_group(url, mode=mode, storage_options=storage_options(url), **kwargs)
 
 
 def shared_between_processes(url: str) -> bool:
@@ -511,7 +662,7 @@ def store_state(url: str) -> str:
     creation cut short before its metadata: nothing in it but what the command re-creates) or
     "other" (not a Zarr group, or one that orient did not create)."""
     try:
-        attrs = zarr.open_group(url, mode="r").attrs.asdict()
+        attrs = open_root(url, mode="r").attrs.asdict()
     except Exception:  # not a Zarr group, or unreadable metadata
         return "other"
     if "orient" in attrs:
@@ -533,7 +684,7 @@ def clear(url: str) -> None:
     ``CREATING`` marker), then everything but that root metadata goes, then the metadata: a local
     folder itself stays, and so does the writer lock held on it (:func:`writer_lock`)."""
     if store_state(url) == "store":
-        zarr.open_group(url, mode="r+").attrs.put({CREATING: {"replacing": True}})
+        open_root(url, mode="r+").attrs.put({CREATING: {"replacing": True}})
     if not is_local(url):
         fs, path = filesystem(url)
         fs.rm(path, recursive=True)
