@@ -61,7 +61,12 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C, with what the user should know (e.g. that the work so far is kept): exit code 130."""
+    """Ctrl-C or SIGTERM, with what the user should know (e.g. that the work so far is kept):
+    exit code 130 for SIGINT, 143 for SIGTERM (128 + the signal's number)."""
+
+    def __init__(self, message: str, code: int = 130) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
@@ -92,10 +97,16 @@ def main() -> None:
         raise SystemExit(1) from None
     except Interrupted as exc:
         print(f"\norient: interrupted: {exc}", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(exc.code) from None
     except KeyboardInterrupt:
         print("\norient: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except Exception as exc:  # training stopped by a signal in a command that did not say more
+        trainer = sys.modules.get("orient.trainer.train")
+        if trainer is None or not isinstance(exc, trainer.TrainingInterrupted):
+            raise
+        print(f"\norient: interrupted: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     except SystemExit as exc:
         if exc.code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent exit 130
             print("\norient: interrupted", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .main import UserError, app
+from .main import Interrupted, UserError, app
 
 
 @app.command()
@@ -33,10 +34,14 @@ def quickstart(
     from orient.pipeline.precompute import PrecomputeConfig, run_precompute
     from orient.trainer import images
     from orient.trainer.sampler import sample
-    from orient.trainer.train import TrainConfig, resolve_device, train
+    from orient.trainer.train import TrainConfig, TrainingInterrupted, resolve_device, train
 
-    from .train import evaluation_report
+    from .train import evaluation_report, print_report
 
+    for name, value in (("--steps", steps), ("--examples", examples), ("--train-steps", train_steps),
+                        ("--batch-size", batch_size), ("--samples", samples), ("--workers", workers)):  # fmt: skip
+        if value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
     root = Path(out_dir)
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise UserError(
@@ -64,9 +69,18 @@ def quickstart(
         say(line)
     say(f"2/4 train: tiny U-Net, {train_steps} steps of {batch_size} tuples")
     run_dir = root / "run"
-    ckpt = train(TrainConfig(store=store, out=str(run_dir), model="tiny", batch_size=batch_size, lr=1e-3,
-                             max_steps=train_steps, seed=seed, checkpoint_every=1000, log_every=100, device="auto",
-                             threads=1))  # fmt: skip
+    try:
+        ckpt = train(TrainConfig(store=store, out=str(run_dir), model="tiny", batch_size=batch_size, lr=1e-3,
+                                 max_steps=train_steps, seed=seed, checkpoint_every=1000, log_every=100,
+                                 device="auto", threads=1))  # fmt: skip
+    except TrainingInterrupted as exc:
+        again = shlex.join(["orient", "train", "--store", store, "--out", str(run_dir), "--model", "tiny",
+                            "--batch-size", str(batch_size), "--lr", "0.001", "--max-steps", str(train_steps),
+                            "--seed", str(seed), "--checkpoint-every", "1000", "--log-every", "100",
+                            "--threads", "1", "--resume"])  # fmt: skip
+        if exc.checkpoint is None:
+            raise Interrupted(str(exc), exc.exit_code) from None
+        raise Interrupted(f"{exc}; continue training with: {again}", exc.exit_code) from None
     say(f"3/4 sample: {samples} samples, reverse SDE, von Mises prior (eq. 7)")
     res = sample(ckpt, n=samples, seed=seed, device=resolve_device("auto"), trajectory=9)
     sdir = root / "samples"
@@ -82,11 +96,13 @@ def quickstart(
     say("4/4 evaluate against the held-out split")
     from orient.storage.store import TupleStore
 
-    ref = TupleStore.open(store).held_out()
-    rep = evaluation_report(res.samples.numpy(), ref, inception=False, seed=seed)
-    (root / "evaluation.json").write_text(json.dumps(rep, indent=2))
-    for k, v in rep.items():
-        print(f"  {k:<28} {v:.6g}")
+    st = TupleStore.open(store)
+    ref = st.held_out()
+    rep, floor = evaluation_report(
+        res.samples.numpy(), ref, inception=False, seed=seed, training=st.source()
+    )
+    (root / "evaluation.json").write_text(json.dumps({**rep, "data_floor": floor}, indent=2))
+    print_report(f"{samples} samples vs {len(ref)} held-out fingerprints", rep, floor)
     print(f"store: {store}")
     print(f"checkpoint: {ckpt}")
     print(f"trajectory: {strip}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from .main import UserError, app
+from .main import Interrupted, UserError, app
 from .precompute import parse_pairs
 
 DEFAULT_RUN = "runs/default"
@@ -63,32 +65,41 @@ def train(
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: all cores).")] = 0,
 ) -> None:
     """Train a score network on a tuple store: no forward simulation per step."""
+    from orient.storage.store import TupleStore
     from orient.trainer.checkpoint import list_checkpoints
-    from orient.trainer.train import TrainConfig
+    from orient.trainer.train import TrainConfig, TrainingInterrupted, validate_config
     from orient.trainer.train import train as run
 
+    if max_steps is None and epochs is None:
+        max_steps = 2000
+    cfg = TrainConfig(
+        store=store, out=out, model=model, model_overrides=parse_pairs(model_opt, "--model-opt") or None,
+        batch_size=batch_size, lr=lr, ema=ema, grad_clip=grad_clip, max_steps=max_steps, epochs=epochs,
+        seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, loader_workers=loader_workers,
+        device=device, recache=recache, keep_epochs=keep_epochs, recache_workers=recache_workers,
+        tensorboard=tensorboard, threads=threads,
+    )  # fmt: skip
+    validate_config(cfg)  # every option, then the store, then the run folder: nothing written yet
+    shape = TupleStore.open(store).meta["plan"]["state_shape"]
+    if model == "auto":
+        cfg.model = "tiny" if len(shape) == 3 else "mlp-small"
     if list_checkpoints(out) and not resume:
         raise UserError(
             f"{out} already holds checkpoints; pass --resume to continue it or choose another --out"
         )
     if resume and not list_checkpoints(out):
         raise UserError(f"--resume: no checkpoint in {out}")
-    if max_steps is None and epochs is None:
-        max_steps = 2000
-    preset = model
-    if model == "auto":
-        from orient.storage.store import TupleStore
-
-        shape = TupleStore.open(store).meta["plan"]["state_shape"]
-        preset = "tiny" if len(shape) == 3 else "mlp-small"
-    cfg = TrainConfig(
-        store=store, out=out, model=preset, model_overrides=parse_pairs(model_opt, "--model-opt") or None,
-        batch_size=batch_size, lr=lr, ema=ema, grad_clip=grad_clip, max_steps=max_steps, epochs=epochs,
-        seed=seed, checkpoint_every=checkpoint_every, log_every=log_every, loader_workers=loader_workers,
-        device=device, recache=recache, keep_epochs=keep_epochs, recache_workers=recache_workers,
-        tensorboard=tensorboard, threads=threads,
-    )  # fmt: skip
-    run(cfg)
+    try:
+        run(cfg)
+    except TrainingInterrupted as exc:
+        if exc.checkpoint is None:
+            raise Interrupted(
+                f"{exc}; run the same command again to start", exc.exit_code
+            ) from None
+        again = shlex.join(["orient", *sys.argv[1:]])
+        if "--resume" not in sys.argv[1:]:
+            again += " --resume"
+        raise Interrupted(f"{exc}; continue with: {again}", exc.exit_code) from None
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {out}")
 
@@ -139,16 +150,47 @@ def sample(
 ) -> None:
     """Turn a checkpoint into samples: PNG grid (images) or scatter (vectors), and raw .npy."""
     from orient.trainer import images
-    from orient.trainer.checkpoint import newest_checkpoint
+    from orient.trainer.checkpoint import (
+        load_checkpoint,
+        newest_checkpoint,
+        process_from_checkpoint,
+    )
     from orient.trainer.sampler import sample as run
     from orient.trainer.train import resolve_device
 
+    # every option, then the checkpoint, then --out: a mistake is named before anything is touched
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if method not in ("sde", "ode", "pc"):
+        raise UserError(f"--method {method!r}: choose sde, ode (probability flow) or pc")
+    if corrector_steps < 0:
+        raise UserError(f"--corrector-steps must be >= 0, got {corrector_steps}")
+    if not snr > 0:
+        raise UserError(f"--snr must be > 0, got {snr}")
     dev = resolve_device(device)
     path = Path(checkpoint) if checkpoint else newest_checkpoint(DEFAULT_RUN)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    ckpt = load_checkpoint(path)
+    process = process_from_checkpoint(ckpt)
+    priors = ("default", "forward", *process.prior_names)
+    if prior not in priors:
+        raise UserError(
+            f"--prior: process {process.kind} has no prior {prior!r}; it has {', '.join(priors)}"
+        )
+    if prior in ("forward", "fitted"):  # these read the training store
+        from orient.storage.store import StoreError, TupleStore
+
+        url = json.loads(ckpt["store"])["url"]
+        try:
+            TupleStore.open(url).check_process(
+                ckpt["process_hash"], config=json.loads(ckpt["process"])
+            )
+        except StoreError as exc:
+            raise UserError(f"--prior {prior} reads the training store {url}: {exc}") from None
+    del ckpt, process
     out_dir = _output_dir(out, path, overwrite)
     t0 = time.perf_counter()
     res = run(path, n=n, method=method, prior=prior, seed=seed, batch_size=batch_size, device=dev,
@@ -180,24 +222,83 @@ def sample(
 
 
 def evaluation_report(
-    samples: np.ndarray, reference: np.ndarray, inception: bool, seed: int = 0
-) -> dict[str, Any]:
+    samples: np.ndarray,
+    reference: np.ndarray,
+    inception: bool,
+    seed: int = 0,
+    training: np.ndarray | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The metrics of samples vs the reference and, given training data, the data's own scores
+    (the same metrics of as many training examples against the same reference)."""
     from orient import evaluation as ev
 
     if samples.shape[1:] != reference.shape[1:]:
         raise UserError(
             f"samples have shape {samples.shape[1:]}, the reference data {reference.shape[1:]}"
         )
+    if training is not None and training.shape[1:] != reference.shape[1:]:
+        training = None  # another store's data: no floor rather than a wrong one
     if samples.ndim == 4:
-        rep: dict[str, Any] = ev.image_report(samples, reference, seed=seed)
-        if inception:
-            if not ev.inception_available():
-                raise UserError(
-                    "Inception FID/KID needs the metrics extra: pip install 'orient[metrics]'"
-                )
-            rep.update(ev.inception_report(samples, reference, seed=seed))
-        return rep
-    return ev.tabular_report(samples, reference)
+        if inception and not ev.inception_available():
+            raise UserError(
+                "Inception FID/KID needs the metrics extra: pip install 'orient[metrics]'"
+            )
+
+        def report(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+            rep: dict[str, Any] = ev.image_report(a, b, seed=seed)
+            if inception:
+                rep.update(ev.inception_report(a, b, seed=seed))
+            return rep
+
+    else:
+
+        def report(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+            return ev.tabular_report(a, b)
+
+    return ev.report_with_floor(report, samples, reference, training, seed)
+
+
+def _samples_file(p: Path) -> Path:
+    """The .npy array of samples that ``orient evaluate`` was given, or a one-line error that says
+    what the path is instead (a checkpoint, a run folder, a store)."""
+    if p.is_dir():
+        f = p / "samples.npy"
+        if f.is_file():
+            return f
+        ckpts = sorted(p.glob("ckpt-*.pt"))
+        if ckpts:
+            raise UserError(
+                f"{p} is a run folder (it holds checkpoints); evaluate takes samples: "
+                f"run `orient sample --checkpoint {ckpts[-1]}` first and evaluate its output folder"
+            )
+        if (p / "zarr.json").is_file():
+            raise UserError(
+                f"{p} is a store; evaluate takes samples (its held-out split is the reference "
+                f"given with --store)"
+            )
+        raise UserError(f"no samples at {f} (evaluate takes a samples folder or a .npy file)")
+    if not p.is_file():
+        raise UserError(f"no samples at {p}")
+    with open(p, "rb") as fh:
+        head = fh.read(6)
+    if p.suffix == ".pt" or head[:4] == b"PK\x03\x04":
+        raise UserError(
+            f"{p} is a checkpoint; evaluate takes samples (a folder holding samples.npy, or a "
+            f".npy file): run `orient sample --checkpoint {p}` first and evaluate its output folder"
+        )
+    if head != b"\x93NUMPY":
+        raise UserError(f"{p} is not a .npy array; evaluate takes a samples folder or a .npy file")
+    return p
+
+
+def _load_array(f: Path | str, what: str) -> np.ndarray:
+    try:
+        return np.load(f, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{what}: no file {f}") from None
+    except (ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise UserError(f"{what}: {f} is not a readable .npy array ({first})") from None
 
 
 @app.command()
@@ -218,46 +319,52 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of random patches and projections.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Compare samples with held-out data: weight-free image metrics or paper B's tabular metrics."""
+    """Compare samples with held-out data: weight-free image metrics or paper B's tabular metrics,
+    each beside the data's own score (training images against the same held-out images)."""
     from orient.storage.store import TupleStore
     from orient.trainer.checkpoint import load_checkpoint
 
     p = Path(samples)
-    f = p / "samples.npy" if p.is_dir() else p
-    if not f.is_file():
-        raise UserError(f"no samples at {f}")
-    x = np.load(f, allow_pickle=False)
+    f = _samples_file(p)
+    x = _load_array(f, "samples")
     if reference:
-        ref = np.load(reference, allow_pickle=False)
+        ref = _load_array(reference, "--reference")
         source = reference
-    else:
-        if store is None:
-            meta = p / "sample.json" if p.is_dir() else None
-            if meta is None or not meta.is_file():
+    elif store is None:
+        meta = p / "sample.json" if p.is_dir() else None
+        if meta is None or not meta.is_file():
+            raise UserError("give --store or --reference (the samples folder has no sample.json)")
+        ckpt = load_checkpoint(json.loads(meta.read_text())["checkpoint"])
+        store = json.loads(ckpt["store"])["url"]
+    training = None
+    if store is not None:
+        st = TupleStore.open(store)
+        if not reference:
+            ref = st.held_out()
+            source = f"{store} (held-out split)"
+            if len(ref) == 0:
                 raise UserError(
-                    "give --store or --reference (the samples folder has no sample.json)"
+                    f"{store} has no held-out split (precompute with --test-fraction > 0)"
                 )
-            ckpt = load_checkpoint(json.loads(meta.read_text())["checkpoint"])
-            store = json.loads(ckpt["store"])["url"]
-        ref = TupleStore.open(store).held_out()
-        source = f"{store} (held-out split)"
-        if len(ref) == 0:
-            raise UserError(f"{store} has no held-out split (precompute with --test-fraction > 0)")
-    rep = evaluation_report(x.astype(np.float32), ref.astype(np.float32), inception, seed)
+        training = st.source().astype(np.float32)
+    rep, floor = evaluation_report(
+        x.astype(np.float32), ref.astype(np.float32), inception, seed, training
+    )
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "samples": str(f),
-                    "reference": source,
-                    "n_samples": len(x),
-                    "n_reference": len(ref),
-                    **rep,
-                },
-                indent=2,
-            )
-        )
+        out = {"samples": str(f), "reference": source, "n_samples": len(x), "n_reference": len(ref)}
+        out.update(rep)
+        if floor is not None:
+            out["data_floor"] = floor
+        print(json.dumps(out, indent=2))
         return
-    print(f"samples {f} ({len(x)}) vs {source} ({len(ref)})")
-    for k, v in rep.items():
-        print(f"  {k:<28} {v:.6g}")
+    print_report(f"samples {f} ({len(x)}) vs {source} ({len(ref)})", rep, floor)
+
+
+def print_report(title: str, rep: dict[str, Any], floor: dict[str, Any] | None) -> None:
+    from orient.evaluation import format_report
+
+    print(title)
+    if floor is None:
+        print("  (no training data given: pass --store to see the data's own scores)")
+    for line in format_report(rep, floor):
+        print(f"  {line}")

@@ -194,3 +194,13 @@ def image_report(samples: Any, reference: Any, seed: int = 0) -> dict[str, float
         "orientation_tv": 0.5 * float(np.abs(os_.histogram - or_.histogram).sum()),
         "orientation_distance": orientation_stats_distance(os_, or_),
     }
+
+
+# How to read each key of image_report: (label, "lower" or "closer", the key it is compared with)
+IMAGE_METRICS: dict[str, tuple[str, str, str | None]] = {
+    "swd_patches": ("SWD on patches", "lower", None),
+    "power_spectrum_l1_log10": ("power spectrum (mean |log10 ratio|)", "lower", None),
+    "coherence_samples": ("mean coherence", "closer", "coherence_reference"),
+    "orientation_tv": ("orientation histogram TV", "lower", None),
+    "orientation_distance": ("orientation distance", "lower", None),
+}

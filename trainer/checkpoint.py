@@ -92,7 +92,8 @@ def _unreadable(path: Path, exc: Exception) -> str:
         )
     if isinstance(exc, EOFError) or "zip archive" in str(exc) or "PytorchStreamReader" in str(exc):
         return "is corrupted: the zip archive is truncated or damaged (an interrupted copy?)"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else "torch.load stopped without saying why"
     return f"cannot be loaded: {first}"  # e.g. tensors of a device this machine lacks
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from orient.storage.reader import TupleReader
-from orient.storage.store import TupleStore, describe_process
+from orient.storage.store import StoreError, TupleStore, describe_process
 
 from .checkpoint import (
     CheckpointError,
@@ -76,6 +78,121 @@ def resolve_device(device: str) -> torch.device:
         raise ValueError(f"unknown device {device!r}; use cpu or cuda") from None
 
 
+def validate_config(cfg: TrainConfig) -> None:
+    """Every numeric option in range, a budget given, the device available: a one-line ValueError
+    before any store is read or file written."""
+    for name in ("batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "keep_epochs"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("max_steps", "epochs"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_steps is None and cfg.epochs is None:
+        raise ValueError("give a budget: --max-steps or --epochs")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
+    if not 0 <= cfg.ema < 1:
+        raise ValueError(f"--ema must be in [0, 1), got {cfg.ema}")
+    if not (cfg.grad_clip > 0):
+        raise ValueError(f"--grad-clip must be > 0, got {cfg.grad_clip}")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"weight decay must be >= 0, got {cfg.weight_decay}")
+    for name in ("loader_workers", "threads", "recache_workers"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.recache and cfg.keep_epochs < 2:
+        raise ValueError(
+            "--keep-epochs must be >= 2 with --recache (the epoch being read and the one being written)"
+        )
+    resolve_device(cfg.device)
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a finished step, whose checkpoint was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        if checkpoint is None:
+            what = "before the first step; no checkpoint was written"
+        else:
+            what = f"at step {step}; wrote {checkpoint}"
+        super().__init__(f"{name} {what}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum
+
+
+class _StopRequest:
+    """SIGINT and SIGTERM set a flag that the training loop reads after every step, so the run
+    stops at a step boundary with a checkpoint; a second signal stops at once (KeyboardInterrupt,
+    or SIGTERM's default action). Handlers exist only in the main thread, and only inside ``with``."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool) -> None:
+        self.signum = 0
+        self.announce = announce
+        self.pid = os.getpid()
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if os.getpid() != self.pid or self.signum:
+            # a DataLoader worker (forked with these handlers) behaves as without them; in
+            # the trainer, a second signal stops at once, without a checkpoint of this step
+            signal.signal(signum, signal.SIG_DFL)
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        if self.announce:  # os.write: print() is not safe inside a signal handler
+            name = signal.Signals(signum).name
+            os.write(
+                2,
+                f"\ntrain: {name}: stopping after this step to write a checkpoint "
+                f"(send it again to stop at once)\n".encode(),
+            )
+
+
+def trim_log(path: Path, offset: int | None, step: int) -> int:
+    """Drop what a run logged after the checkpoint it resumes from, so that the resumed run does
+    not log the same steps twice. ``offset`` is the log's size when the checkpoint was written;
+    checkpoints without one keep the lines up to ``step``. Returns the number of bytes dropped."""
+    if not path.is_file():
+        return 0
+    size = path.stat().st_size
+    if offset is not None:
+        if offset >= size:
+            return 0
+        os.truncate(path, offset)
+        return size - offset
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if not isinstance(rec, dict) or rec.get("step", 0) <= step:
+            kept.append(line + "\n")
+    text = "".join(kept)
+    path.write_text(text)
+    return size - len(text.encode())
+
+
 def ddp_backend(device: torch.device) -> str:
     """The process-group backend for training on ``device``: NCCL for CUDA, Gloo for the CPU
     (also on a machine with a GPU: NCCL has no CPU tensors)."""
@@ -113,6 +230,14 @@ class RunLog:
                     "note: tensorboard is not installed; logging to log.jsonl only", file=sys.stderr
                 )
 
+    def offset(self) -> int | None:
+        """The log's size in bytes: what a checkpoint records so a resume can drop later lines."""
+        return self.file.tell() if self.file else None
+
+    def say(self, message: str) -> None:
+        if self.enabled:
+            print(message, file=sys.stderr, flush=True)
+
     def write(self, record: dict[str, Any], console: str | None = None) -> None:
         if not self.enabled:
             return
@@ -134,15 +259,26 @@ class RunLog:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) a run; returns the path of the final checkpoint."""
+    """Train (or resume) a run; returns the path of the final checkpoint.
+
+    SIGINT or SIGTERM stops the run after the step in progress, writes a checkpoint of it and
+    raises TrainingInterrupted (the run continues exactly with ``--resume``).
+    """
+    validate_config(cfg)
+    with _StopRequest(announce=int(os.environ.get("RANK", "0")) == 0) as stop:
+        return _train(cfg, stop)
+
+
+def _train(cfg: TrainConfig, stop: _StopRequest) -> Path:
     rank, world, device = _distributed(resolve_device(cfg.device))
+
+    def say(message: str) -> None:
+        if rank == 0:
+            print(message, file=sys.stderr, flush=True)
+
+    say(f"train: reading store {cfg.store}")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    for name in ("batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    if cfg.max_steps is None and cfg.epochs is None:
-        raise ValueError("give a budget: --max-steps or --epochs")
     store = TupleStore.open(cfg.store)
     process = store.process().to(device)
     run_dir = Path(cfg.out)
@@ -151,6 +287,11 @@ def train(cfg: TrainConfig) -> Path:
 
     torch.manual_seed(cfg.seed)
     layout_shape = tuple(store.meta["plan"]["state_shape"])
+    data = store.meta.get("dataset") or {}
+    say(
+        f"train: {describe_process(process.to_config())} on {data.get('name', 'data')} "
+        f"{'x'.join(map(str, layout_shape))}; building model {cfg.model} on {device}"
+    )
     mcfg = model_config(cfg.model, layout_shape, process.periodic, **(cfg.model_overrides or {}))
     net = build_model(mcfg)
     model = ScoreModel(net, process).to(device)
@@ -160,6 +301,7 @@ def train(cfg: TrainConfig) -> Path:
         cfg.store, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank, world=world
     )
     step, epoch, batches_done = 0, 0, 0
+    log_offset = None
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, map_location=device)
         _check_resumable(ckpt, cfg, store, mcfg, resume_from)
@@ -171,12 +313,17 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(ckpt["rng"]["torch"])
         if device.type == "cuda" and "cuda" in ckpt["rng"]:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        log_offset = ckpt.get("log_offset")
+        del ckpt
     ddp_model: torch.nn.Module = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None and rank == 0:
+        # what the interrupted run logged after its checkpoint is logged again from here
+        trim_log(run_dir / "log.jsonl", log_offset, step)
     log = RunLog(run_dir, rank == 0, cfg.tensorboard)
     if rank == 0:
         (run_dir / "config.json").write_text(
@@ -185,12 +332,15 @@ def train(cfg: TrainConfig) -> Path:
             )
         )
         what = f"resuming {resume_from} at step {step}" if resume_from else "starting"
-        print(
-            f"train: {what}; {describe_process(process.to_config())}, model {cfg.model} "
-            f"({count_parameters(net):,} parameters) on {device}, world {world} -> {run_dir}",
-            file=sys.stderr,
-            flush=True,
+        budget = f"{cfg.max_steps} steps" if cfg.max_steps is not None else f"{cfg.epochs} epochs"
+        if cfg.max_steps is not None and cfg.epochs is not None:
+            budget = f"{cfg.max_steps} steps or {cfg.epochs} epochs"
+        say(
+            f"train: {what}; model {cfg.model} ({count_parameters(net):,} parameters) on {device}, "
+            f"world {world}, {budget} of {cfg.batch_size} tuples -> {run_dir}"
         )
+        if resume_from is not None:
+            log.write({"resumed_from": str(resume_from), "step": step})
     recache = None
     if cfg.recache:
         from .recache import Recacher
@@ -200,8 +350,11 @@ def train(cfg: TrainConfig) -> Path:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     t_last, n_last, wait_last = time.perf_counter(), 0, 0.0
     final = None
+    last_saved = step if resume_from is not None else None
+    last_logged = step
 
     def save(done: bool = False) -> Path:
+        nonlocal last_saved
         payload = {
             "model": model.state_dict(),
             "ema": ema.state_dict(),
@@ -225,11 +378,48 @@ def train(cfg: TrainConfig) -> Path:
             "state_shape": json.dumps(list(layout_shape)),
             "train_config": json.dumps(asdict(cfg)),
             "finished": done,
+            "log_offset": log.offset(),
         }
+        last_saved = step
         return save_checkpoint(checkpoint_path(run_dir, step), payload, keep=cfg.keep_checkpoints)
 
+    def log_step(loss: torch.Tensor, gnorm: torch.Tensor) -> None:
+        nonlocal t_last, n_last, wait_last, last_logged
+        now = time.perf_counter()
+        rate = n_last / max(now - t_last, 1e-9)
+        frac = min(wait_last / max(now - t_last, 1e-9), 1.0)
+        rec = {
+            "step": step,
+            "epoch": epoch,
+            "loss": loss.item(),
+            "grad_norm": gnorm.item(),
+            "examples_per_s": rate,
+            "data_wait": frac,
+        }
+        of = f"/{cfg.max_steps}" if cfg.max_steps is not None else ""
+        log.write(
+            rec,
+            f"step {step:>7}{of} epoch {epoch} loss {rec['loss']:.4f} "
+            f"{rate:,.0f} ex/s data-wait {frac:.1%}",
+        )
+        t_last, n_last, wait_last, last_logged = now, 0, 0.0, step
+
+    def stop_requested() -> bool:
+        """Whether any rank received SIGINT or SIGTERM (all ranks stop at the same step)."""
+        if world == 1:
+            return bool(stop.signum)
+        flag = torch.tensor([stop.signum], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if not stop.signum:
+            stop.signum = int(flag.item())
+        return bool(stop.signum)
+
+    stopping = False
     try:
         while epoch < total_epochs and (cfg.max_steps is None or step < cfg.max_steps):
+            if stop_requested():
+                stopping = True
+                break
             if recache is not None:
                 recache.prepare(epoch)
             reader.set_epoch(epoch, batches_done)
@@ -241,9 +431,16 @@ def train(cfg: TrainConfig) -> Path:
             )
             it = iter(loader)
             wait = 0.0
+            last = None
             while cfg.max_steps is None or step < cfg.max_steps:
                 t0 = time.perf_counter()
-                raw = next(it, None)
+                try:
+                    raw = next(it, None)
+                except Exception:
+                    if stop.signum:  # a loader worker ended by the same Ctrl-C: stop here
+                        stopping = True
+                        break
+                    raise
                 if raw is None:
                     break
                 batch = reader.decode_batch(raw, device)
@@ -260,44 +457,47 @@ def train(cfg: TrainConfig) -> Path:
                 step += 1
                 batches_done += 1
                 n_last += batch["t"].shape[0] * world
-                if step % cfg.log_every == 0 and rank == 0:
-                    now = time.perf_counter()
-                    rate = n_last / (now - t_last)
-                    frac = wait_last / (now - t_last)
-                    rec = {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": loss.item(),
-                        "grad_norm": gnorm.item(),
-                        "examples_per_s": rate,
-                        "data_wait": frac,
-                    }
-                    log.write(
-                        rec,
-                        f"step {step:>7} epoch {epoch} loss {rec['loss']:.4f} "
-                        f"{rate:,.0f} ex/s data-wait {frac:.1%}",
-                    )
-                    t_last, n_last, wait_last = now, 0, 0.0
+                last = (loss.detach(), gnorm.detach())
+                budget_left = cfg.max_steps is None or step < cfg.max_steps
+                stopping = budget_left and stop_requested()
+                if rank == 0 and (
+                    step == 1 or step % cfg.log_every == 0 or not budget_left or stopping
+                ):
+                    log_step(*last)
                 if step % cfg.checkpoint_every == 0 and rank == 0:
                     save()
+                if stopping:
+                    break
             else:  # the step budget ran out inside this epoch (no break): finish the run
                 if rank == 0:
                     final = save(done=True)
                 break
+            if stopping:
+                break
+            if rank == 0 and last is not None and last_logged != step and epoch + 1 >= total_epochs:
+                log_step(*last)  # the last step of the last epoch
             if rank == 0:
                 log.write({"epoch_end": epoch, "step": step, "data_wait_s": wait})
             epoch += 1
             batches_done = 0
-        if rank == 0 and final is None:
+        if stopping:
+            saved = None
+            if rank == 0 and step > 0:
+                saved = save() if last_saved != step else checkpoint_path(run_dir, step)
+            elif step > 0:
+                saved = checkpoint_path(run_dir, step)
+        elif rank == 0 and final is None:
             final = save(done=True)
     finally:
         if recache is not None:
             recache.close()
         log.close()
-    if rank == 0:
-        print(f"checkpoint: {final}", flush=True)
     if world > 1:
         dist.barrier()
+    if stopping:
+        raise TrainingInterrupted(stop.signum, step, saved)
+    if rank == 0:
+        print(f"checkpoint: {final}", flush=True)
     return final if final is not None else checkpoint_path(run_dir, step)
 
 
@@ -312,19 +512,32 @@ class _null:
 def _check_resumable(
     ckpt: dict[str, Any], cfg: TrainConfig, store: TupleStore, mcfg: dict, path: Path
 ) -> None:
-    """A run folder continues only with the same store process and model."""
+    """A run folder continues only with the same store process, model, batch size and seed; the
+    message names the fields that differ."""
     if ckpt["process_hash"] != store.meta["process_hash"]:
+        try:
+            store.check_process(
+                ckpt["process_hash"], what="the checkpoint", config=json.loads(ckpt["process"])
+            )
+        except StoreError as exc:
+            raise CheckpointError(
+                f"cannot resume {path}: {exc}; use another --out or the matching --store"
+            ) from None
+    old_model = json.loads(ckpt["model_config"])
+    if old_model != mcfg:
+        diffs = [
+            f"{k}: checkpoint {old_model.get(k)}, now {mcfg.get(k)}"
+            for k in sorted(set(old_model) | set(mcfg))
+            if old_model.get(k) != mcfg.get(k)
+        ]
         raise CheckpointError(
-            f"{path} was trained on a store of another process ({json.loads(ckpt['process'])['process']}); "
-            f"use another --out or the matching --store"
-        )
-    if json.loads(ckpt["model_config"]) != mcfg:
-        raise CheckpointError(
-            f"{path} has another model configuration than --model {cfg.model}; use another --out"
+            f"cannot resume {path} with --model {cfg.model}: another model configuration "
+            f"({'; '.join(diffs[:4])}); use the same --model and --model-opt, or another --out"
         )
     old = json.loads(ckpt["train_config"])
     for key in ("batch_size", "seed"):
         if old[key] != getattr(cfg, key):
             raise CheckpointError(
-                f"{path} was trained with --{key.replace('_', '-')} {old[key]}; resume with the same value"
+                f"{path} was trained with --{key.replace('_', '-')} {old[key]}, not "
+                f"{getattr(cfg, key)}; resume with the same value"
             )
