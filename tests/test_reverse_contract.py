@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from orient.dynamics import PROCESSES, create_process
-from orient.trainer.score_model import ScoreModel
 from orient.trainer.sampler import reverse_chain  # the one place the sampler is imported from
+from orient.trainer.score_model import ScoreModel
 
 F64 = torch.float64
 N_SAMPLES = 2000  # reverse-chain samples per method (and exact draws per floor set)
@@ -104,8 +104,8 @@ def is_affine(process, shape: tuple[int, ...]) -> bool:
             x = lam * a + (1 - lam) * b
             got = process.transition_score(x[0], x[1], t)
             want = lam * sa + (1 - lam) * sb
-            if not torch.allclose(got, want, rtol=1e-8, atol=1e-8 * float(want.abs().max())):
-                return False
+            if float((got - want).abs().max()) > 1e-6 * float(want.abs().max()):
+                return False  # 1e-6: a linear solve inside the mean map may be iterative
     return True
 
 
@@ -480,7 +480,8 @@ def test_one_step_contract(case):
       For a Gaussian transition with mean map x + f(x), Tweedie's identity makes
       x_t + Sigma s = E[x + f(x) | x_t] exact, so the step's error is E[f(x_{t-1}) | x_t] - f(x_t):
       first order in the drift's Lipschitz constant (Kuramoto: K + K_ref <= 0.1) times the
-      distance. A step that overshoots (an explicit reverse of a stiff drift) fails.
+      distance. Checked over all state dims and along the stiffest direction alone (checkerboard,
+      least-variance eigenvector), where an explicit reverse of a stiff drift overshoots.
     * Point mass at t = 1, one draw (no averaging): the SDE step returns x_t to the point within
       RHO_POINT x |x_1 - x_0|: the last step adds no noise and the score enters with the
       transition's own variance (schedule entry t - 1).
@@ -496,6 +497,7 @@ def test_one_step_contract(case):
     shape = SHAPES[kind]
     g = torch.Generator().manual_seed(41)
     proj = process.project
+    v = high_frequency_direction(kind)
     report = []
     for K in (ONE_STEP_K, 1):
         X = data_states(process, kind, K, seed=42 + K)
@@ -510,14 +512,22 @@ def test_one_step_contract(case):
             post = (wv * diff).sum(1)
             spread = (w * diff.flatten(2).pow(2).sum(-1)).sum(1).sqrt()
             M = ONE_STEP_M if K > 1 else 1
-            rep = lambda v: v.repeat(M, *([1] * len(shape)))  # noqa: E731
-            out = process.reverse_step(rep(x_t), t, rep(score), g, method="sde")
-            step = proj(out - rep(x_t)).reshape(M, ONE_STEP_B, *shape).mean(0)
+            reps = (M, *([1] * len(shape)))
+            x_rep = x_t.repeat(reps)
+            out = process.reverse_step(x_rep, t, score.repeat(reps), g, method="sde")
+            step = proj(out - x_rep).reshape(M, ONE_STEP_B, *shape).mean(0)
             err = per_example_norm(step - post)
             ratio = float(err.pow(2).mean().sqrt() / spread.pow(2).mean().sqrt())
+            # the same along the stiffest direction (checkerboard / least-variance eigenvector)
+            err_hf = (step - post).flatten(1) @ v
+            spread_hf = (w * (diff.flatten(2) @ v).pow(2)).sum(1)
+            ratio_hf = float(err_hf.pow(2).mean().sqrt() / spread_hf.mean().sqrt())
             limit = RHO if K > 1 else RHO_POINT
-            if not ratio <= limit:
-                report.append(f"SDE K={K} t={t}: |mean - E[x_(t-1)|x_t]| / spread {ratio:.3g}")
+            for what, r in (("", ratio), (" (highest frequency)", ratio_hf)):
+                if not r <= limit:
+                    report.append(
+                        f"SDE K={K} t={t}: |mean - E[x_(t-1)|x_t]| / spread{what} {r:.3g}"
+                    )
             # ODE: the score's effect is the SDE's scaled by a weight in [0, 1] (same noise draws)
             seed = int(torch.randint(2**31, (1,), generator=g))
             zero = torch.zeros_like(score)
