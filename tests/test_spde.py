@@ -507,3 +507,123 @@ def test_properties_over_shapes_and_parameters(
     q = SPDEProcess.from_config(json.loads(json.dumps(p.to_config())))
     assert q.config_hash == p.config_hash
     assert torch.equal(p.step(x, t, gen(1)), q.step(x, t, gen(1)))
+
+
+# -- the semi-implicit scheme -------------------------------------------------------------------
+
+
+def fingerprint_states(size: int = 16, n: int = 3) -> torch.Tensor:
+    from orient.pipeline.datasets import load_dataset
+
+    return torch.as_tensor(load_dataset("synthetic-fingerprints", n=n, size=size, seed=0).data)
+
+
+def mode_multipliers(p: SPDEProcess, t: int) -> torch.Tensor:
+    """1 / (1 - h alpha1 mu_k): the semi-implicit heat step's multiplier of each DCT mode."""
+    kh = torch.arange(p.height, dtype=D64)[:, None]
+    kw = torch.arange(p.width, dtype=D64)[None]
+    mu = -4 * (
+        torch.sin(math.pi * kh / (2 * p.height)) ** 2 + torch.sin(math.pi * kw / (2 * p.width)) ** 2
+    )
+    return 1 / (1 - p.h * float(p.alpha1[t - 1]) * mu)
+
+
+@pytest.mark.parametrize("t", [1, 40, 80])
+def test_semi_implicit_heat_mean_is_the_exact_dct_solve(t):
+    """Heat: m(u) = (I - h alpha1 L)^{-1} u, diagonal in the DCT-II basis; CG reaches it."""
+    p = make("heat", T=80, hw=(8, 6))  # the default T of 8 px at horizon 2 is 128: steps are long
+    u = rand_image((2, 1, 8, 6))
+    want = p._dct(mode_multipliers(p, t) * p._dct(u), inverse=True)
+    torch.testing.assert_close(p.transition_mean(u, t), want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(p.undo_mean(p.transition_mean(u, t), t), u, rtol=0, atol=1e-6)
+
+
+def test_semi_implicit_mode_multipliers_lie_in_the_unit_interval():
+    """Every mode's multiplier is in (0, 1] (tamed Euler's highest modes sit near -1)."""
+    p = make("heat", T=32, hw=(8, 8))
+    t = 32
+    assert float(p.alpha1[t - 1]) * p.h > 0.2  # near the explicit stability limit
+    m = mode_multipliers(p, t)
+    assert float(m.min()) > 0 and float(m.max()) == 1.0
+    ii = torch.arange(8, dtype=D64)
+    cb = ((-1.0) ** (ii[:, None] + ii[None]))[None, None]  # the highest mode
+    ratio = float((p.transition_mean(cb, t) * cb).sum() / (cb * cb).sum())
+    assert 0 < ratio < 0.5
+    tamed = make("heat", T=32, hw=(8, 8), scheme="tamed")
+    small = 1e-3 * cb  # small enough that taming leaves the explicit step as it is
+    assert float((tamed.transition_mean(small, t) * small).sum() / (small * small).sum()) < -0.5
+
+
+def test_anisotropic_mean_solves_the_frozen_system_at_real_states():
+    p = make("anisotropic", T=128, hw=(16, 16))
+    g = gen(0)
+    x = p.data_to_state(fingerprint_states())
+    for t in range(1, p.T + 1):
+        if t in (1, 64, 128):
+            y = p.transition_mean(x, t)
+            gv, gw = p.conductances(x, t)
+            resid = y - p.h * p.flux_divergence(gv, gw, y) - x
+            assert float(resid.abs().max()) < 1e-5 * max(1.0, float(x.abs().max()))
+        x = p.step(x, t, g)
+
+
+def test_reverse_linear_part_undoes_the_forward_step_at_real_states():
+    """Linearisation around real states of the anisotropic chain: for the highest (checkerboard)
+    mode v, J_rev(m(x)) J_fwd(x) v = v up to the diffusivity being frozen at m(x) instead of x.
+    The tamed scheme's Euler reversal misses by far more at the end of the chain."""
+    from torch.func import jvp
+
+    x0 = fingerprint_states(size=16)
+    ii = torch.arange(16.0)
+    cb = ((-1.0) ** (ii[:, None] + ii[None])).expand_as(x0).contiguous()
+    worst = {}
+    for scheme in ("semi-implicit", "tamed"):
+        p = make("heat", T=256, hw=(16, 16), scheme=scheme)  # the default T
+        g, x, errs = gen(1), p.data_to_state(x0), []
+        rev = p.undo_mean if scheme == "semi-implicit" else lambda y, t: y - p.tamed_increment(y, t)
+        for t in range(1, p.T + 1):
+            if t % 32 == 0:
+                _, a = jvp(lambda u, t=t: p.transition_mean(u, t), (x,), (cb,))
+                _, b = jvp(lambda y, t=t: rev(y, t), (p.transition_mean(x, t),), (a,))
+                errs.append(float((b - cb).flatten(1).norm(dim=1).max() / cb[0].norm()))
+            x = p.step(x, t, g)
+        worst[scheme] = max(errs)
+    assert worst["semi-implicit"] < 1e-4 < 0.1 < worst["tamed"]
+    p = make("anisotropic", T=256, hw=(16, 16))
+    g, x = gen(1), p.data_to_state(x0)
+    for t in range(1, p.T + 1):
+        if t % 16 == 0:
+            _, a = jvp(lambda u, t=t: p.transition_mean(u, t), (x,), (cb,))
+            _, b = jvp(lambda y, t=t: p.undo_mean(y, t), (p.transition_mean(x, t),), (a,))
+            assert float((b - cb).flatten(1).norm(dim=1).max() / cb[0].norm()) < 0.1
+        x = p.step(x, t, g)
+
+
+def test_cg_rows_do_not_depend_on_the_batch():
+    p = make("anisotropic", T=40, hw=(6, 5))
+    u = rand_image((4, 1, 6, 5), dtype=torch.float32)
+    t = torch.tensor([1, 13, 40, 27])
+    together = p.transition_mean(u, t)
+    for i in range(4):
+        alone = p.transition_mean(u[i : i + 1], int(t[i]))
+        assert torch.equal(alone[0], together[i])
+
+
+def test_configs_without_a_scheme_rebuild_the_tamed_chain():
+    """Stores and checkpoints written before the semi-implicit scheme keep their chain."""
+    p = make("anisotropic", T=20, hw=(4, 4), scheme="tamed")
+    cfg = p.to_config()
+    assert cfg["scheme"] == "tamed"
+    del cfg["scheme"]
+    q = SPDEProcess.from_config(cfg)
+    assert q.scheme == "tamed"
+    assert make("anisotropic", T=20, hw=(4, 4)).scheme == "semi-implicit"
+
+
+def test_fitted_prior_warns_with_its_measured_error_when_examples_are_few():
+    x = fingerprint_states(size=8, n=300)
+    with pytest.warns(UserWarning, match="relative standard error"):
+        make("heat", T=64, hw=(8, 8), prior="fitted").fit_prior(x[:8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        make("heat", T=64, hw=(8, 8), prior="fitted").fit_prior(x)  # 256 of 300 examples

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import torch
 from torch import Tensor
 
 from orient.dynamics import Process
+from orient.pipeline.progress import Progress
 from orient.storage.store import TupleStore
 
 from .checkpoint import (
@@ -29,6 +33,8 @@ from .checkpoint import (
 )
 from .models import build_model
 from .score_model import ScoreModel
+
+FITTED_PRIOR_EXAMPLES = 256  # training examples a re-fitted (--prior fitted) prior draws on
 
 
 @dataclass
@@ -92,8 +98,12 @@ def reverse_chain(
     corrector_steps: int = 0,
     snr: float = 0.16,
     snapshots: int = 0,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[Tensor, list[Tensor], list[int]]:
-    """Run t = T..1 from x_T (state space); returns x_0 and ``snapshots`` states along the way."""
+    """Run t = T..1 from x_T (state space); returns x_0 and ``snapshots`` states along the way.
+
+    pc: after the predictor step at t (t > 1), ``corrector_steps`` Langevin steps at t - 1.
+    ``on_step`` is called after each of the T steps (progress)."""
     predictor = "sde" if method == "pc" else method
     T = process.T
     keep = set(np.linspace(T, 0, snapshots).round().astype(int).tolist()) if snapshots else set()
@@ -110,6 +120,8 @@ def reverse_chain(
         if t - 1 in keep:
             traj.append(x.cpu())
             steps.append(t - 1)
+        if on_step is not None:
+            on_step()
     return x, traj, steps
 
 
@@ -125,9 +137,10 @@ def sample(
     corrector_steps: int = 1,
     snr: float = 0.16,
     use_ema: bool = True,
+    progress: bool = False,
 ) -> SampleResult:
     """Draw ``n`` samples; batch b uses a generator seeded from (seed, b), so results do not
-    depend on anything but (seed, batch size)."""
+    depend on anything but (seed, batch size). ``progress`` draws a progress line on stderr."""
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     if batch_size < 1:
@@ -139,10 +152,14 @@ def sample(
     shape = tuple(json.loads(ckpt["state_shape"]))
     g0 = torch.Generator(device=device).manual_seed(seed)
     if prior not in ("default", "forward"):
-        data = training_data(ckpt, 64, g0).to(device) if prior in ("fitted",) else None
+        need = FITTED_PRIOR_EXAMPLES if prior in ("fitted",) else 0
+        data = training_data(ckpt, need, g0).to(device) if need else None
         process = process.with_prior(prior, data, g0)
     outs, traj, steps = [], [], []
-    for b in range(math.ceil(n / batch_size)):
+    batches = math.ceil(n / batch_size)
+    bar = Progress(batches * process.T, "sample", unit="steps") if progress else None
+    start = time.perf_counter()
+    for b in range(batches):
         m = min(batch_size, n - b * batch_size)
         g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
         if prior == "forward":
@@ -152,9 +169,21 @@ def sample(
         else:
             x = process.sample_prior((m, *shape), g).to(device)
         x0, tr, st = reverse_chain(
-            model, process, x, g, method, corrector_steps, snr, trajectory if b == 0 else 0
+            model,
+            process,
+            x,
+            g,
+            method,
+            corrector_steps,
+            snr,
+            trajectory if b == 0 else 0,
+            bar.update if bar is not None else None,
         )
         outs.append(process.state_to_data(x0).cpu())
         if tr:
             traj, steps = [process.state_to_data(s.to(device)).cpu() for s in tr], st
+    if bar is not None:
+        bar.close()
+        took = time.perf_counter() - start
+        print(f"sampled {n} in {took:.1f} s ({n / took:.1f} samples/s)", file=sys.stderr)
     return SampleResult(torch.cat(outs), traj, steps)
