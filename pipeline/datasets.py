@@ -42,6 +42,16 @@ class DataSet:
             raise DataError(f"data set {self.name!r} contains NaN or Inf values")
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What a data set declares before it is loaded or generated: its number of examples ``n``
+    (an upper bound where unreadable files will be skipped) and one example's ``shape``."""
+
+    n: int
+    shape: tuple[int, ...]
+    kind: str  # "image" or "vector"
+
+
 def _digest(items: list[str]) -> str:
     h = hashlib.sha256()
     for it in items:
@@ -61,9 +71,25 @@ def _find_data_dir(data_dir: str | None, what: str, hint: str) -> Path:
             f"{what}: no data folder given; pass --data-dir or set $ORIENT_DATA ({hint})"
         )
     p = Path(root).expanduser()
+    if p.is_file():
+        raise DataError(
+            f"{what}: {p} is a file, not a folder; --data-dir takes the folder ({hint})"
+        )
     if not p.is_dir():
         raise DataError(f"{what}: data folder {p} does not exist ({hint})")
     return p
+
+
+def _image_header(f: Path, channels: int) -> tuple[int, int, int]:
+    """(C, H, W) of image file ``f`` from its header alone (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise DataError(f"{f} is not a readable image") from None
+    return channels, h, w
 
 
 def _load_images(
@@ -103,11 +129,23 @@ def synthetic_fingerprints(n: int = 1024, size: int = 32, seed: int = 0) -> Data
     """Procedural SFinGe-style fingerprints (pipeline/fingerprints.py); image i depends on (seed, i)."""
     from .fingerprints import generate_fingerprints_with_labels
 
+    describe_synthetic_fingerprints(n, size, seed)
+
     batch = generate_fingerprints_with_labels(n, size=size, seed=seed)
     identity = {"name": "synthetic-fingerprints", "params": {"n": n, "size": size, "seed": seed}}
     return DataSet(
         "synthetic-fingerprints", batch.images, identity, "image", labels=np.asarray(batch.labels)
     )
+
+
+def describe_synthetic_fingerprints(n: int = 1024, size: int = 32, seed: int = 0) -> DataShape:
+    from .fingerprints import DEFAULT_CLASSES, check_arguments
+
+    try:
+        check_arguments(n, size, 0, DEFAULT_CLASSES)
+    except ValueError as exc:
+        raise DataError(f"synthetic-fingerprints: {exc}") from None
+    return DataShape(n, (1, size, size), "image")
 
 
 # -- SOCOFing ---------------------------------------------------------------------------------
@@ -155,6 +193,41 @@ def socofing(
     """A local SOCOFing copy, searched recursively (.BMP any case); metadata parsed from file names."""
     import pyarrow as pa
 
+    base, rows, files = _socofing_files(data_dir, sets, select)
+    arrays, kept, skipped = _load_images(files, size, 1, base)
+    kept_set = set(kept)
+    rows = [r for r, f in zip(rows, files, strict=True) if f in kept_set]
+    table = pa.Table.from_pylist(rows)
+    identity = {
+        "name": "socofing",
+        "params": {"size": size, "sets": list(sets), "select": select or {}},
+        "files_digest": _digest(
+            [r["file"] + f":{(base / r['file']).stat().st_size}" for r in rows]
+        ),
+        "n_files": len(rows),
+    }
+    notes = [f"skipped {skipped} unreadable files"] if skipped else []
+    return DataSet(
+        "socofing", _to_unit_range(arrays), identity, "image", metadata=table, notes=notes
+    )
+
+
+def describe_socofing(
+    data_dir: str | None = None,
+    size: int = 96,
+    sets: tuple[str, ...] = ("Real",),
+    select: dict[str, str] | None = None,
+) -> DataShape:
+    if size < 1:
+        raise DataError(f"SOCOFing: the image size must be >= 1, got {size}")
+    _, _, files = _socofing_files(data_dir, sets, select)
+    return DataShape(len(files), (1, size, size), "image")
+
+
+def _socofing_files(
+    data_dir: str | None, sets: tuple[str, ...], select: dict[str, str] | None
+) -> tuple[Path, list[dict[str, Any]], list[Path]]:
+    """The folder, and the parsed names and paths of the selected .BMP files."""
     base = _find_data_dir(data_dir, "SOCOFing", SOCOFING_HINT)
     wanted = {s.lower() for s in sets}
     rows, files = [], []
@@ -180,22 +253,7 @@ def socofing(
         rows, files = [rows[i] for i in keep], [files[i] for i in keep]
         if not rows:
             raise DataError(f"SOCOFing: no image has {key}={value}")
-    arrays, kept, skipped = _load_images(files, size, 1, base)
-    kept_set = set(kept)
-    rows = [r for r, f in zip(rows, files, strict=True) if f in kept_set]
-    table = pa.Table.from_pylist(rows)
-    identity = {
-        "name": "socofing",
-        "params": {"size": size, "sets": list(sets), "select": select or {}},
-        "files_digest": _digest(
-            [r["file"] + f":{(base / r['file']).stat().st_size}" for r in rows]
-        ),
-        "n_files": len(rows),
-    }
-    notes = [f"skipped {skipped} unreadable files"] if skipped else []
-    return DataSet(
-        "socofing", _to_unit_range(arrays), identity, "image", metadata=table, notes=notes
-    )
+    return base, rows, files
 
 
 # -- image folders and textures -------------------------------------------------------------------
@@ -217,14 +275,7 @@ def image_folder(
     channels: int = 1,
 ) -> DataSet:
     """Every image under a folder (recursive): resized to ``size`` and/or cut into ``patch`` patches."""
-    if channels not in (1, 3):
-        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-    base = _find_data_dir(data_dir, "image-folder", "any folder of images")
-    files = sorted(f for f in base.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(
-            f"image-folder: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {base}"
-        )
+    base, files = _image_folder_files(data_dir, size, patch, channels)
     arrays, kept, skipped = _load_images(files, size, channels, base)
     if patch:
         arrays = _patches(arrays, patch)
@@ -238,25 +289,51 @@ def image_folder(
     return DataSet("image-folder", _to_unit_range(arrays), identity, "image", notes=notes)
 
 
+def describe_image_folder(
+    data_dir: str | None = None,
+    size: int | None = None,
+    patch: int | None = None,
+    channels: int = 1,
+) -> DataShape:
+    """Files counted, the first one's header read (the others are assumed to be of its size)."""
+    _, files = _image_folder_files(data_dir, size, patch, channels)
+    _, h, w = _image_header(files[0], channels)
+    h, w = (size, size) if size is not None else (h, w)
+    if not patch:
+        return DataShape(len(files), (channels, h, w), "image")
+    if h < patch or w < patch:
+        raise DataError(f"images of {h}x{w} are smaller than the {patch}x{patch} patch size")
+    return DataShape(len(files) * (h // patch) * (w // patch), (channels, patch, patch), "image")
+
+
+def _image_folder_files(
+    data_dir: str | None, size: int | None, patch: int | None, channels: int
+) -> tuple[Path, list[Path]]:
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    for name, v in (("size", size), ("patch", patch)):
+        if v is not None and v < 1:
+            raise DataError(f"image-folder: {name} must be >= 1, got {v}")
+    base = _find_data_dir(data_dir, "image-folder", "any folder of images")
+    files = sorted(f for f in base.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(
+            f"image-folder: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {base}"
+        )
+    return base, files
+
+
 TEXTURES = ("brick.png", "grass.png", "gravel.png")
 
 
 def textures(patch: int = 32) -> DataSet:
     """The three CC0 512x512 textures shipped in scikit-image's wheel, cut into patches."""
-    try:
-        import skimage
-    except ImportError:
-        raise DataError(
-            "the textures data set needs scikit-image: pip install 'orient[textures]'"
-        ) from None
+    files = _texture_files(patch)
+    import skimage
     from PIL import Image
 
-    folder = Path(skimage.__file__).parent / "data"
     imgs, digests = [], []
-    for name in TEXTURES:
-        f = folder / name
-        if not f.exists():
-            raise DataError(f"textures: {f} is missing from the scikit-image installation")
+    for f in files:
         digests.append(hashlib.sha256(f.read_bytes()).hexdigest())
         with Image.open(f) as im:
             imgs.append(np.asarray(im.convert("L"), dtype=np.uint8)[None, None])
@@ -269,6 +346,34 @@ def textures(patch: int = 32) -> DataSet:
         "files_digest": _digest(digests),
     }
     return DataSet("textures", _to_unit_range(patches), identity, "image", labels=labels)
+
+
+def describe_textures(patch: int = 32) -> DataShape:
+    n = 0
+    for f in _texture_files(patch):
+        _, h, w = _image_header(f, 1)
+        if h < patch or w < patch:
+            raise DataError(f"images of {h}x{w} are smaller than the {patch}x{patch} patch size")
+        n += (h // patch) * (w // patch)
+    return DataShape(n, (1, patch, patch), "image")
+
+
+def _texture_files(patch: int) -> list[Path]:
+    if patch < 1:
+        raise DataError(f"textures: patch must be >= 1, got {patch}")
+    try:
+        import skimage
+    except ImportError:
+        raise DataError(
+            "the textures data set needs scikit-image: pip install 'orient[textures]'"
+        ) from None
+    folder = Path(skimage.__file__).parent / "data"
+    for name in TEXTURES:
+        if not (folder / name).exists():
+            raise DataError(
+                f"textures: {folder / name} is missing from the scikit-image installation"
+            )
+    return [folder / name for name in TEXTURES]
 
 
 CIFAR10_HINT = (
@@ -307,16 +412,7 @@ def cifar10(data_dir: str | None = None, train: bool = True) -> DataSet:
 
     The python version (cifar-10-batches-py, what torchvision reads) is pickled; orient never
     unpickles anything from a data folder, so it is refused with a pointer to the binary one."""
-    base = _find_data_dir(data_dir, "cifar10", CIFAR10_HINT)
-    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
-    folder = _first_folder_with(base, names[0], ("cifar-10-batches-bin",))
-    if folder is None:
-        pickled = (base / "cifar-10-batches-py").is_dir() or (base / "data_batch_1").is_file()
-        why = "only the pickled python version, which is never unpickled" if pickled else "none"
-        raise DataError(f"cifar10: no {names[0]} under {base} ({why}; {CIFAR10_HINT})")
-    missing = [n for n in names if _first_folder_with(folder, n, ()) is None]
-    if missing:
-        raise DataError(f"cifar10: {folder} lacks {', '.join(missing)}")
+    folder, names = _cifar10_files(data_dir, train)
     raw = [_read(folder, n) for n in names]
     for n, r in zip(names, raw, strict=True):
         if not r or len(r) % 3073:
@@ -327,6 +423,40 @@ def cifar10(data_dir: str | None = None, train: bool = True) -> DataSet:
     identity = {"name": "cifar10", "params": {"train": train}, "n": int(len(x)),
                 "files_digest": _digest([hashlib.sha256(r).hexdigest() for r in raw])}  # fmt: skip
     return DataSet("cifar10", _to_unit_range(x), identity, "image", labels=rec[:, 0].copy())
+
+
+def describe_cifar10(data_dir: str | None = None, train: bool = True) -> DataShape:
+    """Records counted from the file sizes (a .gz's from its trailer, its size modulo 2^32)."""
+    import struct
+
+    folder, names = _cifar10_files(data_dir, train)
+    n = 0
+    for name in names:
+        f = folder / name
+        if f.is_file():
+            size = f.stat().st_size
+        else:
+            with open(folder / f"{name}.gz", "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                size = struct.unpack("<I", fh.read(4))[0]
+        if not size or size % 3073:
+            raise DataError(f"cifar10: {f} is not whole 3,073-byte records")
+        n += size // 3073
+    return DataShape(n, (3, 32, 32), "image")
+
+
+def _cifar10_files(data_dir: str | None, train: bool) -> tuple[Path, list[str]]:
+    base = _find_data_dir(data_dir, "cifar10", CIFAR10_HINT)
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
+    folder = _first_folder_with(base, names[0], ("cifar-10-batches-bin",))
+    if folder is None:
+        pickled = (base / "cifar-10-batches-py").is_dir() or (base / "data_batch_1").is_file()
+        why = "only the pickled python version, which is never unpickled" if pickled else "none"
+        raise DataError(f"cifar10: no {names[0]} under {base} ({why}; {CIFAR10_HINT})")
+    missing = [n for n in names if _first_folder_with(folder, n, ()) is None]
+    if missing:
+        raise DataError(f"cifar10: {folder} lacks {', '.join(missing)}")
+    return folder, names
 
 
 def _idx(data: bytes, what: str) -> np.ndarray:
@@ -343,12 +473,7 @@ def _idx(data: bytes, what: str) -> np.ndarray:
 
 def mnist(data_dir: str | None = None, train: bool = True) -> DataSet:
     """MNIST from its IDX files (plain or .gz; torchvision keeps them in MNIST/raw)."""
-    base = _find_data_dir(data_dir, "mnist", MNIST_HINT)
-    prefix = "train" if train else "t10k"
-    images, labels = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
-    folder = _first_folder_with(base, images, ("MNIST/raw", "raw", "MNIST"))
-    if folder is None or _first_folder_with(folder, labels, ()) is None:
-        raise DataError(f"mnist: no {images} and {labels} under {base} ({MNIST_HINT})")
+    folder, images, labels = _mnist_files(data_dir, train)
     raw_x, raw_y = _read(folder, images), _read(folder, labels)
     x, y = _idx(raw_x, images), _idx(raw_y, labels)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
@@ -358,6 +483,33 @@ def mnist(data_dir: str | None = None, train: bool = True) -> DataSet:
     return DataSet("mnist", _to_unit_range(x[:, None]), identity, "image", labels=y.copy())
 
 
+def describe_mnist(data_dir: str | None = None, train: bool = True) -> DataShape:
+    """Sizes from the images file's IDX header (16 bytes)."""
+    import gzip
+
+    folder, images, _ = _mnist_files(data_dir, train)
+    f = folder / images
+    try:
+        with f.open("rb") if f.is_file() else gzip.open(folder / f"{images}.gz", "rb") as fh:
+            head = fh.read(16)
+    except (EOFError, OSError) as exc:
+        raise DataError(f"{folder / images}.gz is truncated or not gzip ({exc})") from None
+    if len(head) < 16 or head[:4] != b"\x00\x00\x08\x03":
+        raise DataError(f"mnist: {images} is not an IDX file of unsigned bytes (N, H, W)")
+    n, h, w = (int(v) for v in np.frombuffer(head[4:], dtype=">i4"))
+    return DataShape(n, (1, h, w), "image")
+
+
+def _mnist_files(data_dir: str | None, train: bool) -> tuple[Path, str, str]:
+    base = _find_data_dir(data_dir, "mnist", MNIST_HINT)
+    prefix = "train" if train else "t10k"
+    images, labels = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+    folder = _first_folder_with(base, images, ("MNIST/raw", "raw", "MNIST"))
+    if folder is None or _first_folder_with(folder, labels, ()) is None:
+        raise DataError(f"mnist: no {images} and {labels} under {base} ({MNIST_HINT})")
+    return folder, images, labels
+
+
 # -- tabular generators (paper B section 7) -----------------------------------------------------
 
 
@@ -365,8 +517,7 @@ def gmm2d(
     n: int = 2000, separation: float = 4.0, std: float = 0.5, weight: float = 0.5, seed: int = 0
 ) -> DataSet:
     """Two Gaussians at (+-separation/2, 0) with isotropic ``std`` and mixing ``weight`` (B sec. 7.1)."""
-    if n < 2 or std <= 0 or not 0 < weight < 1:
-        raise DataError("gmm2d needs n >= 2, std > 0 and 0 < weight < 1")
+    describe_gmm2d(n, separation, std, weight, seed)
     rng = np.random.default_rng(seed)
     comp = rng.random(n) < weight
     centres = np.where(comp[:, None], [-separation / 2, 0.0], [separation / 2, 0.0])
@@ -376,6 +527,14 @@ def gmm2d(
         "params": {"n": n, "separation": separation, "std": std, "weight": weight, "seed": seed},
     }
     return DataSet("gmm2d", x.astype(np.float32), identity, "vector", labels=comp.astype(np.int64))
+
+
+def describe_gmm2d(
+    n: int = 2000, separation: float = 4.0, std: float = 0.5, weight: float = 0.5, seed: int = 0
+) -> DataShape:
+    if n < 2 or std <= 0 or not 0 < weight < 1:
+        raise DataError("gmm2d needs n >= 2, std > 0 and 0 < weight < 1")
+    return DataShape(n, (2,), "vector")
 
 
 def snp(
@@ -389,10 +548,7 @@ def snp(
 ) -> DataSet:
     """Simulated genotypes (B sec. 7.2): within each block a latent Gaussian with corr rho^|i-j|,
     thresholded at the allele frequency p_j twice (two haplotypes) to genotypes in {0, 1, 2}."""
-    if n < 2 or d < 1 or block < 1 or not 0 <= rho < 1 or not 0 < maf_low <= maf_high <= 0.5:
-        raise DataError(
-            "snp needs n >= 2, d >= 1, block >= 1, 0 <= rho < 1, 0 < maf_low <= maf_high <= 0.5"
-        )
+    describe_snp(n, d, block, rho, maf_low, maf_high, seed)
     from statistics import NormalDist
 
     rng = np.random.default_rng(seed)
@@ -421,25 +577,65 @@ def snp(
     return DataSet("snp", geno, identity, "vector")
 
 
+def describe_snp(
+    n: int = 500,
+    d: int = 1000,
+    block: int = 50,
+    rho: float = 0.9,
+    maf_low: float = 0.05,
+    maf_high: float = 0.5,
+    seed: int = 0,
+) -> DataShape:
+    if n < 2 or d < 1 or block < 1 or not 0 <= rho < 1 or not 0 < maf_low <= maf_high <= 0.5:
+        raise DataError(
+            "snp needs n >= 2, d >= 1, block >= 1, 0 <= rho < 1, 0 < maf_low <= maf_high <= 0.5"
+        )
+    return DataShape(n, (d,), "vector")
+
+
 def array_file(path: str | None = None) -> DataSet:
     """A user's .npy array (N, d) or (N, C, H, W); loaded without pickle."""
-    if not path:
-        raise DataError("the array data set needs --data-dir pointing to a .npy file")
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataError(f"array: {p} is not a file")
+    p = _array_path(path)
     try:
         x = np.load(p, allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"array: {p} is not a plain .npy array ({exc})") from None
-    if x.ndim not in (2, 4):
-        raise DataError(f"array: expected shape (N, d) or (N, C, H, W), got {x.shape}")
+    _check_array_shape(x.shape)
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise DataError(f"array: {p} contains NaN or Inf values")
     h = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
     identity = {"name": "array", "params": {"file": p.name}, "sha256": h}
     return DataSet("array", x, identity, "image" if x.ndim == 4 else "vector")
+
+
+def describe_array_file(path: str | None = None) -> DataShape:
+    """The shape from the .npy header (the array is mapped, not read)."""
+    p = _array_path(path)
+    try:
+        x = np.load(p, allow_pickle=False, mmap_mode="r")
+    except ValueError as exc:
+        raise DataError(f"array: {p} is not a plain .npy array ({exc})") from None
+    _check_array_shape(x.shape)
+    return DataShape(
+        int(x.shape[0]), tuple(int(v) for v in x.shape[1:]), "image" if x.ndim == 4 else "vector"
+    )
+
+
+def _array_path(path: str | None) -> Path:
+    if not path:
+        raise DataError("the array data set needs --data-dir pointing to a .npy file")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(f"array: {p} is a folder; --data-dir takes a .npy file for this data set")
+    if not p.is_file():
+        raise DataError(f"array: {p} does not exist")
+    return p
+
+
+def _check_array_shape(shape: tuple[int, ...]) -> None:
+    if len(shape) not in (2, 4):
+        raise DataError(f"array: expected shape (N, d) or (N, C, H, W), got {shape}")
 
 
 DATASETS: dict[str, Callable[..., DataSet]] = {
@@ -455,8 +651,34 @@ DATASETS: dict[str, Callable[..., DataSet]] = {
 }
 
 
+# Each loader's description: the same options, N and the example shape without loading the data
+DESCRIPTIONS: dict[str, Callable[..., DataShape]] = {
+    "synthetic-fingerprints": describe_synthetic_fingerprints,
+    "socofing": describe_socofing,
+    "image-folder": describe_image_folder,
+    "textures": describe_textures,
+    "cifar10": describe_cifar10,
+    "mnist": describe_mnist,
+    "gmm2d": describe_gmm2d,
+    "snp": describe_snp,
+    "array": describe_array_file,
+}
+
+
 def load_dataset(name: str, **options: Any) -> DataSet:
     """Load the data set ``name`` with loader-specific ``options`` (unknown options are an error)."""
+    return DATASETS[name](**_options(name, options))
+
+
+def describe_dataset(name: str, **options: Any) -> DataShape:
+    """What :func:`load_dataset` (same arguments) would give, without loading or generating it:
+    N and the example shape, from the options, file counts and one file's header. The options
+    and the data folder are checked as the loader checks them."""
+    return DESCRIPTIONS[name](**_options(name, options))
+
+
+def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against the loader's parameters and converted to their types."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     loader = DATASETS[name]
@@ -469,7 +691,7 @@ def load_dataset(name: str, **options: Any) -> DataSet:
             f"data set {name!r} takes no option(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(accepted)) or 'none'}"
         )
     hints = typing.get_type_hints(loader)
-    return loader(**{k: _as_option(name, k, v, hints[k]) for k, v in options.items()})
+    return {k: _as_option(name, k, v, hints[k]) for k, v in options.items()}
 
 
 def _as_option(dataset: str, key: str, value: Any, hint: Any) -> Any:

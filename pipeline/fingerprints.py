@@ -51,6 +51,7 @@ __all__ = [
     "FingerprintBatch",
     "generate_fingerprints",
     "generate_fingerprints_with_labels",
+    "check_arguments",
     "ridge_period",
 ]
 
@@ -293,7 +294,7 @@ def _to_pixels(points: np.ndarray, rotation: float, size: int) -> np.ndarray:
     return rot * (size / 2) + (size - 1) / 2
 
 
-def _validate(n: int, size: int, start: int, classes: tuple[str, ...]) -> None:
+def check_arguments(n: int, size: int, start: int, classes: tuple[str, ...]) -> None:
     """Raise a one-line ValueError on bad arguments."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -321,7 +322,7 @@ def generate_fingerprints_with_labels(
     probability 1/2. Image ``i`` depends only on ``(seed, start + i, size, classes)``.
     """
     classes = tuple(classes)
-    _validate(n, size, start, classes)
+    check_arguments(n, size, start, classes)
     params = [_draw_params(seed, start + i, size, classes) for i in range(n)]
     images = np.empty((n, 1, size, size), dtype=np.float32)
 
