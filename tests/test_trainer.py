@@ -48,7 +48,7 @@ def test_training_writes_logs_and_checkpoints(trained):
     assert [p.name for p in ckpts] == ["ckpt-00000010.pt", "ckpt-00000020.pt", "ckpt-00000030.pt"]
     log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
-    assert [r["step"] for r in steps] == [5, 10, 15, 20, 25, 30]
+    assert [r["step"] for r in steps] == [1, 5, 10, 15, 20, 25, 30]  # the first step too
     assert all(np.isfinite(r["loss"]) and 0 <= r["data_wait"] <= 1 for r in steps)
     ck = torch.load(ckpts[-1], weights_only=True)
     assert ck["step"] == 30 and ck["finished"]
@@ -85,6 +85,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(trained, small_store, tmp
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
     same_params(run / "ckpt-00000030.pt", trained / "ckpt-00000030.pt")
+    # steps logged after the checkpoint it resumed from are logged once, by the resumed run
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 5, 10, 15, 20, 25, 30]
 
 
 def test_ddp_backend_follows_the_training_device_not_the_machine():
