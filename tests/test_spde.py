@@ -621,9 +621,9 @@ def test_configs_without_a_scheme_rebuild_the_tamed_chain():
 
 
 def test_fitted_prior_warns_with_its_measured_error_when_examples_are_few():
-    x = fingerprint_states(size=8, n=300)
+    x = fingerprint_states(size=16, n=300)
     with pytest.warns(UserWarning, match="relative standard error"):
-        make("heat", T=64, hw=(8, 8), prior="fitted").fit_prior(x[:8])
+        make("heat", T=64, hw=(16, 16)).with_prior_kind("fitted").fit_prior(x[:8])
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        make("heat", T=64, hw=(8, 8), prior="fitted").fit_prior(x)  # 256 of 300 examples
+        make("heat", T=64, hw=(16, 16)).with_prior_kind("fitted").fit_prior(x)  # 256 of 300 examples
