@@ -261,3 +261,19 @@ def test_format_report_reads_each_metric():
     assert lines[2] == "Inception FID 12 (data's own: 3; lower is better)"
     assert len(lines) == 3
     assert format_report({"swd_patches": 0.5}, None) == ["SWD on patches 0.5 (lower is better)"]
+
+
+def test_quickstart_checks_its_options_and_prints_the_data_floor(tmp_path, capsys):
+    out = tmp_path / "qs"
+    one_line_error(*run_cli(["quickstart", "--out-dir", str(out), "--train-steps", "0"], capsys)[::2],
+                   "--train-steps must be >= 1")  # fmt: skip
+    assert not out.exists()
+    code, stdout, err = run_cli(
+        ["quickstart", "--out-dir", str(out), "--examples", "24", "--train-steps", "2", "--samples", "4",
+         "--batch-size", "4", "--workers", "1"], capsys)  # fmt: skip
+    assert code == 0, err
+    swd = next(ln for ln in stdout.splitlines() if ln.strip().startswith("SWD on patches"))
+    assert "(data's own: " in swd and "lower is better" in swd
+    rep = json.loads((out / "evaluation.json").read_text())
+    floor = rep.pop("data_floor")
+    assert set(floor) == set(rep) and floor["swd_patches"] > 0
