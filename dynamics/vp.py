@@ -23,7 +23,7 @@ from .base import (
     randn,
     schedule_at,
 )
-from .schedules import linear, named_or_custom
+from .schedules import for_steps, linear, named_or_custom, same_signal
 
 # Paper A's SGM baselines: linear beta from 1e-4 to these values.
 VP_SCHEDULES: dict[str, tuple[float, float]] = {
@@ -31,6 +31,13 @@ VP_SCHEDULES: dict[str, tuple[float, float]] = {
     "vp-300": (1e-4, 0.07),
     "vp-1000": (1e-4, 0.02),
 }
+
+
+def default_beta(T: int) -> dict[str, tuple[float, float]]:
+    """Endpoints of beta for T steps: a row of VP_SCHEDULES, log-interpolated between rows, and
+    outside them the nearest row rescaled to leave the same signal prod sqrt(1 - beta_t)."""
+    rows = {int(k.split("-")[1]): {"beta": v} for k, v in VP_SCHEDULES.items()}
+    return for_steps(rows, T, rescale=same_signal)
 
 
 class VPProcess(Process):
@@ -45,13 +52,8 @@ class VPProcess(Process):
         state_ndim: int = 3,
     ) -> None:
         check_steps(T)
-        if schedule is None:
-            schedule = f"vp-{T}"
-            if schedule not in VP_SCHEDULES:
-                raise ValueError(
-                    f"paper A has no VP schedule for T={T} (it has 100, 300, 1000); "
-                    "give a custom one, e.g. --schedule 'beta=1e-4:0.02'"
-                )
+        if schedule is None:  # paper A's row, or the rule of docs/processes.md for another T
+            schedule = f"vp-{T}" if f"vp-{T}" in VP_SCHEDULES else default_beta(T)
         if isinstance(schedule, str):
             if schedule not in VP_SCHEDULES:
                 raise ValueError(
