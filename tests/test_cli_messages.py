@@ -72,10 +72,19 @@ def test_train_names_a_missing_store_before_the_run_folder(tmp_path, monkeypatch
     one_line_error(*run_cli(["train", "--store", "cach.zarr", "--batch-size", "0"], capsys)[::2],
                    "--batch-size must be >= 1", absent=("cach.zarr",))  # fmt: skip
     for args, says in ((["--lr", "-1"], "--lr"), (["--max-steps", "0"], "--max-steps"),
-                       (["--ema", "1.5"], "--ema"), (["--log-every", "0"], "--log-every")):  # fmt: skip
+                       (["--ema", "1.5"], "--ema"), (["--log-every", "0"], "--log-every"),
+                       (["--model", "tiyn"], "unknown --model 'tiyn'")):  # fmt: skip
         one_line_error(*run_cli(["train", "--store", "cach.zarr", *args], capsys)[::2], says)
     assert Path("runs/default/ckpt-00000010.pt").read_bytes() == b"an earlier run"
     assert sorted(p.name for p in Path("runs/default").iterdir()) == ["ckpt-00000010.pt"]
+
+
+def test_recache_on_a_full_store_is_refused_before_the_run_folder(small_store, tmp_path, capsys):
+    out = tmp_path / "run"
+    one_line_error(*run_cli(["train", "--store", str(small_store), "--out", str(out), *TINY,
+                             "--recache", "--max-steps", "2"], capsys)[::2],
+                   "--recache needs a per-epoch store")  # fmt: skip
+    assert not out.exists()
 
 
 def test_resuming_on_a_store_of_another_T_names_the_field(run, small_store, tmp_path, capsys):

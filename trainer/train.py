@@ -33,7 +33,7 @@ from .checkpoint import (
     process_payload,
     save_checkpoint,
 )
-from .models import build_model, count_parameters, model_config
+from .models import PRESETS, build_model, count_parameters, model_config
 from .score_model import EMA, ScoreModel, local_score_loss
 
 TRAIN_FORMAT = 1
@@ -104,6 +104,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(
             "--keep-epochs must be >= 2 with --recache (the epoch being read and the one being written)"
         )
+    if cfg.model != "auto" and cfg.model not in PRESETS:
+        raise ValueError(f"unknown --model {cfg.model!r}; choose from {', '.join(PRESETS)}")
     resolve_device(cfg.device)
 
 
@@ -319,6 +321,11 @@ def _train(cfg: TrainConfig, stop: _StopRequest) -> Path:
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.recache and store.meta["plan"].get("mode") != "epoch":
+        raise StoreError(
+            f"--recache needs a per-epoch store; {cfg.store} is a full cache "
+            "(precompute it with --tuples-per-chain or --disk-budget)"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None and rank == 0:
