@@ -92,6 +92,8 @@ def train(
     try:
         run(cfg)
     except TrainingInterrupted as exc:
+        if int(os.environ.get("RANK", "0")) != 0:  # rank 0 tells the user
+            raise SystemExit(exc.exit_code) from None
         if exc.checkpoint is None:
             raise Interrupted(
                 f"{exc}; run the same command again to start", exc.exit_code

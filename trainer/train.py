@@ -218,7 +218,9 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
 class RunLog:
     """Console progress and a JSONL log (rank 0 only); optional TensorBoard."""
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool) -> None:
+    def __init__(
+        self, run_dir: Path, enabled: bool, tensorboard: bool, resumed_at: int | None = None
+    ) -> None:
         self.enabled = enabled
         self.file = open(run_dir / "log.jsonl", "a") if enabled else None
         self.tb = None
@@ -226,7 +228,9 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tb"))
+                # a resumed run rewrites the steps after its checkpoint: drop the old events
+                purge = None if resumed_at is None else resumed_at + 1
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
             except ImportError:
                 print(
                     "note: tensorboard is not installed; logging to log.jsonl only", file=sys.stderr
@@ -331,7 +335,7 @@ def _train(cfg: TrainConfig, stop: _StopRequest) -> Path:
     if resume_from is not None and rank == 0:
         # what the interrupted run logged after its checkpoint is logged again from here
         trim_log(run_dir / "log.jsonl", log_offset, step)
-    log = RunLog(run_dir, rank == 0, cfg.tensorboard)
+    log = RunLog(run_dir, rank == 0, cfg.tensorboard, step if resume_from is not None else None)
     if rank == 0:
         (run_dir / "config.json").write_text(
             json.dumps(
