@@ -30,7 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .chunkio import read_chunk
 from .codecs import ENCODINGS, decode
-from .store import TRAINING_ARRAYS, Layout, StoreError, TupleStore
+from .store import TRAINING_ARRAYS, Layout, StoreError, TupleStore, filesystem
 
 WINDOW_BYTES = 64 * 2**20
 READ_THREADS = 4  # chunk reads in flight (file reads and CRC32C checks release the GIL)
@@ -152,6 +152,8 @@ class TupleReader(IterableDataset):
                     f"{self.url}: tuple group {group} is incomplete; finish it with `orient precompute --resume`"
                 )
             layout = Layout.from_json(g.attrs["layout"])
+            if not store.renames:
+                _check_shard_objects(store, group, self.arrays, layout.n_blocks)
             valid = np.asarray(g["t"][...]) > 0
             self._cache = {group: (layout, valid)}
         return self._cache[group]
@@ -239,6 +241,20 @@ class TupleReader(IterableDataset):
             out["score"] = batch["score"].to(device, non_blocking=True).float()
         out["t"] = batch["t"].to(device).long()
         return out
+
+
+def _check_shard_objects(store: TupleStore, group: str, keys: tuple[str, ...], n: int) -> None:
+    """On an object store Zarr reads a missing shard as zeros (fill values), which training would
+    take for data; every shard is written (``write_empty_chunks``), so one listing per array and
+    group finds any that is missing before the group is read."""
+    fs, path = filesystem(store.url)
+    for key in (*keys, "t"):
+        have = len(fs.find(f"{path}/{group}/{key}/c"))
+        if have != n:
+            raise StoreError(
+                f"{store.url}: {group}/{key} has {have} shard objects, not {n}; "
+                f"run `orient verify {store.url} --repair`"
+            )
 
 
 def _gather(chunks: list[np.ndarray], pos: np.ndarray, ct: int) -> np.ndarray:

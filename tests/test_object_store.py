@@ -115,6 +115,22 @@ def test_verify_info_and_training_read_the_object_store(s3_full, tmp_path, capsy
     assert (run / "ckpt-00000003.pt").is_file()
 
 
+def test_a_missing_shard_object_is_refused_not_read_as_zeros(s3_full, capsys):
+    """Zarr reads a missing object as fill values; the reader counts the shards first."""
+    from orient.storage.reader import TupleReader
+    from orient.storage.store import StoreError, filesystem
+
+    fs, path = filesystem(s3_full)
+    url = s3_full.replace("full.zarr", "holed.zarr")
+    fs.copy(path, path.replace("full.zarr", "holed.zarr"), recursive=True)
+    shard = next(k for k in _objects(url) if k.startswith("full/score/c/"))
+    fs.rm(f"{path.replace('full.zarr', 'holed.zarr')}/{shard}")
+    with pytest.raises(StoreError, match="full/score has 2 shard objects, not 3"):
+        next(iter(TupleReader(url, batch_size=4)))
+    code, out, _ = run_cli(["verify", url, "--recompute", "0"], capsys)
+    assert code == 1 and "corrupted" in out, out
+
+
 def _done_count(url: str) -> int:
     try:
         return int(np.asarray(zarr.open_group(url, mode="r")["full"]["done"][...]).sum())
