@@ -671,10 +671,16 @@ def store_state(url: str) -> str:
 
 
 def exists(url: str) -> bool:
+    """Is there anything at ``url``? An object store that cannot be reached or refuses us is a
+    one-line StoreError (what the back end said, e.g. that it could not connect)."""
     if is_local(url):
         return os.path.exists(local_path(url))
     fs, path = filesystem(url)
-    return bool(fs.exists(path))
+    try:
+        return bool(fs.exists(path))
+    except Exception as exc:  # botocore's EndpointConnectionError, NoCredentialsError, ...
+        said = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise StoreError(f"cannot reach {url}: {said}") from None
 
 
 def clear(url: str) -> None:

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import pytest
-import zarr
 
 from conftest import SMALL, SMALL_CONFIG, assert_same_bytes, run_cli
 
@@ -132,8 +131,10 @@ def test_a_missing_shard_object_is_refused_not_read_as_zeros(s3_full, capsys):
 
 
 def _done_count(url: str) -> int:
+    from orient.storage.store import open_root  # no cached listings: another process writes
+
     try:
-        return int(np.asarray(zarr.open_group(url, mode="r")["full"]["done"][...]).sum())
+        return int(np.asarray(open_root(url)["full"]["done"][...]).sum())
     except Exception:
         return 0
 
@@ -269,3 +270,11 @@ def test_a_store_url_that_holds_nothing_is_one_line(s3, capsys):
     code, _, err = run_cli(["info", f"{s3}/absent.zarr"], capsys)
     assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "no store at" in err
+    # an endpoint where nothing listens (a fresh process: s3fs keeps its clients per process)
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"}
+    env["AWS_MAX_ATTEMPTS"] = "1"
+    r = subprocess.run([*ORIENT, "info", f"{s3}/x.zarr"], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [
+        f"orient: error: cannot reach {s3}/x.zarr: Could not connect to the endpoint URL: "
+        f'"{env["AWS_ENDPOINT_URL"]}/{BUCKET}/x.zarr"'
+    ], r.stderr
