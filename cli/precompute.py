@@ -79,6 +79,13 @@ def precompute(
     epochs: Annotated[
         int | None, typer.Option(help="Per-epoch mode: number of epochs to write.")
     ] = None,
+    max_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse to start a store planned larger than this (e.g. 50G); the planned size is "
+            "printed first, and a store larger than the free space is always refused."
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed of every random draw (split, chains, noise, order).")
     ] = 0,
@@ -182,6 +189,7 @@ def precompute(
         io_threads=io_threads,
         resume=resume,
         overwrite=overwrite,
+        max_size=parse_size(max_size, "--max-size") if max_size else None,
     )
     if tuples_per_chain is not None and disk_budget is not None:
         raise UserError("give --tuples-per-chain or --disk-budget, not both")

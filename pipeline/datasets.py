@@ -80,16 +80,19 @@ def _find_data_dir(data_dir: str | None, what: str, hint: str) -> Path:
     return p
 
 
-def _image_header(f: Path, channels: int) -> tuple[int, int, int]:
-    """(C, H, W) of image file ``f`` from its header alone (nothing is decoded)."""
+def _image_header(files: list[Path], channels: int, base: Path) -> tuple[int, int, int]:
+    """(C, H, W) from the header of the first of ``files`` that has a readable one (nothing is
+    decoded; the loader skips unreadable files too)."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(f) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise DataError(f"{f} is not a readable image") from None
-    return channels, h, w
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                w, h = im.size
+        except (UnidentifiedImageError, OSError, ValueError):
+            continue
+        return channels, h, w
+    raise DataError(f"no readable images under {base} ({len(files)} files could not be read)")
 
 
 def _load_images(
@@ -296,8 +299,8 @@ def describe_image_folder(
     channels: int = 1,
 ) -> DataShape:
     """Files counted, the first one's header read (the others are assumed to be of its size)."""
-    _, files = _image_folder_files(data_dir, size, patch, channels)
-    _, h, w = _image_header(files[0], channels)
+    base, files = _image_folder_files(data_dir, size, patch, channels)
+    _, h, w = _image_header(files, channels, base)
     h, w = (size, size) if size is not None else (h, w)
     if not patch:
         return DataShape(len(files), (channels, h, w), "image")
@@ -351,7 +354,7 @@ def textures(patch: int = 32) -> DataSet:
 def describe_textures(patch: int = 32) -> DataShape:
     n = 0
     for f in _texture_files(patch):
-        _, h, w = _image_header(f, 1)
+        _, h, w = _image_header([f], 1, f.parent)
         if h < patch or w < patch:
             raise DataError(f"images of {h}x{w} are smaller than the {patch}x{patch} patch size")
         n += (h // patch) * (w // patch)
@@ -667,14 +670,16 @@ DESCRIPTIONS: dict[str, Callable[..., DataShape]] = {
 
 def load_dataset(name: str, **options: Any) -> DataSet:
     """Load the data set ``name`` with loader-specific ``options`` (unknown options are an error)."""
-    return DATASETS[name](**_options(name, options))
+    options = _options(name, options)
+    return DATASETS[name](**options)
 
 
 def describe_dataset(name: str, **options: Any) -> DataShape:
     """What :func:`load_dataset` (same arguments) would give, without loading or generating it:
     N and the example shape, from the options, file counts and one file's header. The options
     and the data folder are checked as the loader checks them."""
-    return DESCRIPTIONS[name](**_options(name, options))
+    options = _options(name, options)
+    return DESCRIPTIONS[name](**options)
 
 
 def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:

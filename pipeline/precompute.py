@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
+import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -36,7 +39,7 @@ from orient.storage.store import (
 
 from .blocks import DEFAULT_BLOCK_MEMORY, Plan, bytes_per_tuple, group_bytes, make_plan
 from .cluster import dask_client, local_workers
-from .datasets import DataSet, load_dataset, split_indices
+from .datasets import DataSet, DataShape, describe_dataset, load_dataset, split_indices
 from .machine import available_cores
 from .progress import Progress
 from .tasks import DiskFullError, block_spec, flush, run_block
@@ -69,6 +72,7 @@ class PrecomputeConfig:
     io_threads: int | None = None  # writer threads per worker; None: DEFAULT_IO_THREADS
     resume: bool = False
     overwrite: bool = False
+    max_size: int | None = None  # refuse a store planned larger than this many bytes
 
     @property
     def mode(self) -> str:
@@ -149,6 +153,149 @@ def prepare(cfg: PrecomputeConfig) -> tuple[DataSet, np.ndarray, np.ndarray, Pro
     return ds, train, test, process
 
 
+def probe_process(cfg: PrecomputeConfig, shape: DataShape, n_train: int) -> Process:
+    """The process of ``cfg`` built for stand-in data of the declared shape (two seeded uniform
+    examples), before any data are prepared: its name, options and schedule are checked, and its
+    T and state encoding size the store. Its warnings (e.g. a fit to two examples) are not shown:
+    the process built for the real data gives them."""
+    g = torch.Generator().manual_seed(0)
+    example = torch.rand((max(1, min(2, n_train)), *shape.shape), generator=g) * 2 - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        process = create_process(
+            cfg.process, steps=cfg.steps, schedule=cfg.schedule, example=example,
+            **cfg.process_options,
+        )  # fmt: skip
+    if problem := state_precision_problem(process):
+        raise ValueError(f"--schedule {cfg.schedule or '(default)'}: {problem}")
+    return process
+
+
+def make_run_plan(
+    cfg: PrecomputeConfig, n_chains: int, state_shape: tuple[int, ...], process: Process
+) -> tuple[Plan, Callable[..., Plan]]:
+    """The block plan of ``cfg`` for ``n_chains`` training chains, and the planner it came from
+    (keyword overrides give the plan of other settings, e.g. ``tuples_per_chain=1``)."""
+    plan_with = functools.partial(
+        make_plan,
+        mode=cfg.mode,
+        n_chains=n_chains,
+        T=process.T,
+        M=cfg.M,
+        seed=cfg.seed,
+        state_shape=tuple(state_shape),
+        periodic=process.periodic,
+        every=cfg.every,
+        max_batch=cfg.max_batch,
+        block_memory=cfg.block_memory,
+    )
+    if cfg.mode == "epoch":
+        return plan_with(tuples_per_chain=tuples_per_chain(cfg, process.T, plan_with)), plan_with
+    return plan_with(), plan_with
+
+
+# zarr.json files, attributes and tables: a few KB, and about 100 bytes an example for a table
+METADATA_BYTES, TABLE_ROW_BYTES = 64 * 1024, 100
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """The bytes a store will take: ``tuples`` as written (:func:`blocks.group_bytes`, every
+    planned epoch; exact) and ``other`` (sources, split and fitted process buffers as raw bytes,
+    and an allowance for metadata: an upper bound)."""
+
+    tuples: int
+    other: int
+
+    @property
+    def total(self) -> int:
+        return self.tuples + self.other
+
+
+def planned_size(cfg: PrecomputeConfig, plan: Plan, n_examples: int, process: Process) -> SizePlan:
+    groups = (cfg.epochs or 1) if plan.mode == "epoch" else 1
+    row = math.prod(plan.state_shape) * 4 + 8 + TABLE_ROW_BYTES  # float32 example, int64 index
+    buffers = sum(b.numel() * 8 for b in process.buffers().values())  # stored as float64
+    return SizePlan(groups * group_bytes(plan), n_examples * row + buffers + METADATA_BYTES)
+
+
+def size_text(n: float) -> str:
+    """Bytes for people: 370.2 GiB, 3.1 MiB, 812 bytes."""
+    for unit, power in (("TiB", 4), ("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if n >= 1024**power:
+            return f"{n / 1024**power:,.1f} {unit}"
+    return f"{int(n):,} bytes"
+
+
+def size_option(n: int) -> str:
+    """A size that ``--disk-budget`` reads back as at most ``n`` bytes (rounded down), e.g. 40.5G."""
+    for suffix, power in (("T", 4), ("G", 3), ("M", 2), ("K", 1)):
+        if n >= 10 * 1024**power:
+            return f"{math.floor(n / 1024**power * 10) / 10:g}{suffix}"
+    return str(n)
+
+
+def free_space(url: str) -> tuple[int, str] | None:
+    """(free bytes, folder) of the file system a local store goes to (its nearest existing folder),
+    plus what an existing store there holds (resumed or replaced); None for remote URLs."""
+    if not is_local(url):
+        return None
+    path = os.path.abspath(local_path(url))
+    where = path
+    while not os.path.exists(where):
+        where = os.path.dirname(where)
+    free = shutil.disk_usage(where).free
+    if os.path.isdir(path) and exists(url):
+        for dirpath, _, files in os.walk(path):
+            free += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return free, where
+
+
+def check_size(
+    cfg: PrecomputeConfig,
+    size: SizePlan,
+    plan_with: Callable[..., Plan],
+    T: int,
+    log: Callable[[str], None],
+) -> None:
+    """Refuse (one ValueError line) a store that would not fit the free space of its file system
+    or ``--max-size``, naming settings that would fit."""
+    limits = []
+    if cfg.max_size is not None:
+        limits.append((cfg.max_size, f"--max-size {size_text(cfg.max_size)}"))
+    space = free_space(cfg.out)
+    if space is not None:
+        limits.append((space[0], f"{space[1]} has {size_text(space[0])} free"))
+    if not limits:
+        return
+    limit, why = min(limits)
+    if size.total <= limit:
+        return
+    room = limit - size.other
+    fits = []
+    per_epoch = functools.partial(plan_with, mode="epoch")
+    with contextlib.suppress(ValueError):  # the most tuples per chain whose epochs fit
+        unfixed = replace(cfg, tuples_per_chain=None, disk_budget=max(0, room))
+        k = tuples_per_chain(unfixed, T, per_epoch)
+        each = f" for each of {cfg.epochs} epochs" if (cfg.epochs or 1) > 1 else ""
+        fits += [f"--tuples-per-chain {k}{each}", f"--disk-budget {size_option(room)}"]
+    if cfg.mode == "full" and fits:  # the largest step between kept steps that fits
+        for k in range(cfg.every + 1, T + 1):
+            if group_bytes(plan_with(every=k)) <= room:
+                fits.append(f"--every {k}")
+                break
+    if fits:
+        fix = "; it fits with " + " or ".join(fits)
+    else:
+        fix = (
+            "; even one tuple per chain would not fit: free space, or use fewer examples or "
+            "smaller images"
+        )
+    raise ValueError(
+        f"--out {cfg.out}: the store would take {size_text(size.total)} but {why}{fix}"
+    )
+
+
 def tuples_per_chain(cfg: PrecomputeConfig, T: int, plan_with: Callable[..., Plan]) -> int:
     """K from --tuples-per-chain, or the largest K whose epochs fit --disk-budget as written (every
     shard with its padding rows and pages and its checksums: :func:`group_bytes`)."""
@@ -176,7 +323,9 @@ def _meta(
     cfg: PrecomputeConfig, ds: DataSet, train: np.ndarray, test: np.ndarray, plan: Plan
 ) -> dict:
     options = asdict(cfg)
-    for transient in ("resume", "overwrite", "workers", "scheduler", "out", "io_threads"):
+    for transient in (
+        "resume", "overwrite", "workers", "scheduler", "out", "io_threads", "max_size"
+    ):  # fmt: skip
         options.pop(transient)
     return {
         "dataset": ds.identity,
@@ -264,14 +413,16 @@ def _run_group(
             if not todo:
                 break
             specs = [block_spec(store, group, plan, epoch, b, device, io_threads) for b in todo]
-            bar = bar or Progress(len(todo), label, unit="blocks")
+            if bar is None:  # counts from the blocks done on disk, as `orient info` does
+                bar = Progress(plan.n_blocks, label, unit="blocks", done=int(done.sum()))
+            bar.set(int(done.sum()))
             futures = client.map(run_block, specs, pure=False)
             try:
                 for fut in as_completed(futures):
                     info = fut.result()
                     tuples += info["tuples"]
                     per_block[info["block"]] = info["tuples"]
-                    rate = tuples / (time.perf_counter() - bar.start)
+                    rate = tuples / max(1e-9, time.perf_counter() - bar.start)
                     bar.update(1, tuples=f"{tuples:,}", rate=f"{rate:,.0f}/s")
             finally:
                 client.run(flush)  # also after a failure: nothing is left half-queued
@@ -290,6 +441,8 @@ def _run_group(
         ) from None
     finally:
         if bar is not None:
+            with contextlib.suppress(Exception):  # the last line says what is on disk
+                bar.set(int(store.done_blocks(group).sum()))
             bar.close()
     return sum(per_block.values()), ran
 
@@ -325,6 +478,10 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
     if cfg.max_batch is not None and cfg.max_batch < 1:
         raise ValueError(f"--max-batch must be >= 1, got {cfg.max_batch}")
+    if cfg.M < 1:
+        raise ValueError(f"--samples (M) must be >= 1, got {cfg.M}")
+    if cfg.max_size is not None and cfg.max_size < 1:
+        raise ValueError(f"--max-size must be positive, got {cfg.max_size}")
     private = not shared_between_processes(cfg.out)  # also: an unknown or uninstalled protocol
     if private and not cfg.scheduler:  # our LocalCluster's workers are processes
         raise _private_store_error(cfg.out)
@@ -360,6 +517,20 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     io_threads = cfg.io_threads or DEFAULT_IO_THREADS[kind]
     if old is None and exists(cfg.out):  # before the data are loaded or generated
         refuse_to_replace(cfg.out, cfg.overwrite)
+    # every setting is checked, and the store sized, from what the data set declares
+    declared = describe_dataset(cfg.dataset, **cfg.data_options)
+    n_train = len(split_indices(declared.n, cfg.test_fraction, cfg.seed)[0])
+    probe = probe_process(cfg, declared, n_train)
+    plan, plan_with = make_run_plan(cfg, n_train, declared.shape, probe)
+    size = planned_size(cfg, plan, declared.n, probe)
+    log(
+        f"precompute: planned store {size_text(size.total)}: {plural(n_train, 'chain')} x "
+        f"{plural(plan.kept_per_chain, 'tuple')}"
+        + (f" x {plural(cfg.epochs or 1, 'epoch')}" if plan.mode == "epoch" else "")
+        + f" ({size_text(size.tuples / max(1, plan.n_chains * plan.kept_per_chain))} a tuple "
+        f"as written) + {size_text(size.other)} of sources"
+    )
+    check_size(cfg, size, plan_with, probe.T, log)
     workers = local_workers(cfg.workers, cfg.device)
     # a machine with cores to spare generates the data while the workers start (16-core GPU
     # machine: ~8 s each); on a small one both compete for the same cores and it is slower
@@ -385,24 +556,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         for note in ds.notes:
             log(f"note: {note}")
         x0 = ds.data[train]
-        state_shape = tuple(x0.shape[1:])
-        plan_with = functools.partial(
-            make_plan,
-            mode=cfg.mode,
-            n_chains=len(train),
-            T=process.T,
-            M=cfg.M,
-            seed=cfg.seed,
-            state_shape=state_shape,
-            periodic=process.periodic,
-            every=cfg.every,
-            max_batch=cfg.max_batch,
-            block_memory=cfg.block_memory,
-        )
-        if cfg.mode == "epoch":
-            plan = plan_with(tuples_per_chain=tuples_per_chain(cfg, process.T, plan_with))
-        else:
-            plan = plan_with()
+        plan, _ = make_run_plan(cfg, len(train), tuple(x0.shape[1:]), process)
         if old is not None:
             plan = check_resumable(old, process, ds, plan, same_limits)
         if private and any(pid != os.getpid() for pid in client.run(os.getpid).values()):

@@ -381,11 +381,17 @@ def test_disk_full_stops_cleanly_and_the_store_stays_resumable(tmp_path):
         "precompute --num-examples 40 --image-size 16 --steps 30 --schedule two_D=1e-4:0.1,K=5e-5:0.05 "
         f"--samples 2 --max-batch 2 --workers 1 --out {mnt}/s.zarr"
     )
+    # the store fits the disk when it starts (a store that would not is refused before any work:
+    # tests/test_precompute_plan_size.py); another file fills the disk once blocks are written
+    filler = (
+        f"(while [ ! -d {mnt}/s.zarr/full/x_t/c ]; do sleep 0.01; done; "
+        f"cat /dev/zero > {mnt}/filler 2> /dev/null) & "
+    )
     script = (
-        f"mount -t tmpfs -o size=700k tmpfs {mnt} || exit 77; "
-        f"{orient} {args}; echo RC1=$?; "
+        f"mount -t tmpfs -o size=20m tmpfs {mnt} || exit 77; {filler}"
+        f"{orient} {args}; echo RC1=$?; wait; "
         f"{orient} info {mnt}/s.zarr | grep -c 'complete: NO'; "
-        f"mount -o remount,size=20m {mnt}; "
+        f"rm {mnt}/filler; "
         f"{orient} {args} --resume > /dev/null; echo RC2=$?; "
         f"{orient} verify {mnt}/s.zarr --recompute 1 > /dev/null; echo RC3=$?"
     )
@@ -410,3 +416,56 @@ def test_an_output_path_under_a_file_is_an_input_error(tmp_path, capsys):
     one_line_error(code, err, "Not a directory", "afile")
     assert code == 2
     assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def _undecodable_images(folder: Path) -> Path:
+    """Images whose headers read but whose pixels do not: preparing them fails, describing not."""
+    for i in range(3):
+        write_png(folder / f"a{i}.png", (64, 64), seed=i)
+        data = (folder / f"a{i}.png").read_bytes()
+        (folder / f"a{i}.png").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--process", "brownian"], "unknown process 'brownian'"),
+        (["--process-opt", "window=4"], "odd integer"),
+        (["--process-opt", "colour=1"], "has no option"),
+        (["--schedule", "local-77"], "unknown Kuramoto schedule 'local-77'"),
+        (["--schedule", "two_D=1e-5:0.1,K=5e-5:0.05"], "smallest transition noise std"),
+        (["--process", "vp", "--schedule", "beta=0:2"], "beta must lie in (0, 1)"),
+        (["--process", "spde-heat", "--process-opt", "horizon=-1"], "horizon"),
+        (["--data-opt", "channels=2"], "channels must be 1 (grayscale) or 3 (RGB), got 2"),
+        (["--data-opt", "patch=200"], "smaller than the 200x200 patch size"),
+        (["--every", "200"], "--every must be in 1..T=100"),
+        (["--tuples-per-chain", "101"], "tuples per chain must be in 1..T=100"),
+        (["--test-fraction", "1"], "test fraction must be in [0, 1)"),
+        (["--max-size", "1K"], "--max-size 1.0 KiB"),
+    ],
+)
+def test_every_setting_is_checked_before_the_data_are_prepared(args, fragment, tmp_path, capsys):
+    """Each bad setting is named, not the data: preparing these images would fail (they cannot
+    be decoded), so an error about them would mean the data came first. Nothing is written."""
+    folder = _undecodable_images(tmp_path / "imgs")
+    out = tmp_path / "s.zarr"
+    data = ["--dataset", "image-folder", "--data-dir", str(folder), "--workers", "1"]
+    code, _, err = run_cli(["precompute", *data, *args, "--out", str(out)], capsys)
+    one_line_error(code, err, fragment)
+    assert code == 2 and "preparing" not in err and not out.exists()
+    # the same command with good settings reaches the data, and fails there
+    code, _, err = run_cli(["precompute", *data, "--out", str(out)], capsys)
+    one_line_error(code, err, "no readable images")
+
+
+def test_a_file_given_as_data_folder_is_named_a_file(tmp_path, capsys):
+    f = tmp_path / "SOCOFing.zip"
+    f.write_bytes(b"PK")
+    for dataset in ("socofing", "image-folder", "mnist", "cifar10"):
+        code, _, err = run_cli(["precompute", "--dataset", dataset, "--data-dir", str(f)], capsys)
+        one_line_error(code, err, f"{f} is a file, not a folder")
+    d = tmp_path / "folder"
+    d.mkdir()
+    code, _, err = run_cli(["precompute", "--dataset", "array", "--data-dir", str(d)], capsys)
+    one_line_error(code, err, "is a folder", ".npy file")
