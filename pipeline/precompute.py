@@ -521,6 +521,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     declared = describe_dataset(cfg.dataset, **cfg.data_options)
     n_train = len(split_indices(declared.n, cfg.test_fraction, cfg.seed)[0])
     probe = probe_process(cfg, declared, n_train)
+    if old is not None and not probe.buffers():  # not fitted to data: the real one's config
+        old.check_process(probe.config_hash, what="this command")
     plan, plan_with = make_run_plan(cfg, n_train, declared.shape, probe)
     size = planned_size(cfg, plan, declared.n, probe)
     log(

@@ -469,3 +469,18 @@ def test_a_file_given_as_data_folder_is_named_a_file(tmp_path, capsys):
     d.mkdir()
     code, _, err = run_cli(["precompute", "--dataset", "array", "--data-dir", str(d)], capsys)
     one_line_error(code, err, "is a folder", ".npy file")
+
+
+def test_a_resume_with_another_process_is_refused_before_the_data(small_store, tmp_path, capsys):
+    """A process that is not fitted to data has its configuration before any data are prepared:
+    resuming a store with another one is refused first (the images here cannot be decoded)."""
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(small_store, copy)
+    folder = _undecodable_images(tmp_path / "imgs")
+    args = [a for a in SMALL if a not in ("--num-examples", "12")]
+    code, _, err = run_cli(
+        ["precompute", *args, "--dataset", "image-folder", "--data-dir", str(folder),
+         "--process", "kuramoto-global", "--out", str(copy), "--resume"], capsys)  # fmt: skip
+    one_line_error(code, err, "was written for process kuramoto/local")
+    assert "preparing" not in err
+    assert_same_bytes(small_store, copy)
