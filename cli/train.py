@@ -142,9 +142,12 @@ def sample(
     corrector_steps: Annotated[
         int, typer.Option(help="Langevin corrector steps per step (pc).")
     ] = 1,
-    snr: Annotated[
-        float, typer.Option(help="Langevin corrector signal-to-noise ratio (pc).")
-    ] = 0.16,
+    corrector_size: Annotated[
+        float,
+        typer.Option(
+            help="Langevin corrector step as a fraction of the step's noise variance, in (0, 2) (pc)."
+        ),
+    ] = 0.5,
     raw_weights: Annotated[
         bool, typer.Option("--raw-weights", help="Use the raw weights instead of the EMA.")
     ] = False,
@@ -169,8 +172,8 @@ def sample(
         raise UserError(f"--method {method!r}: choose sde, ode (probability flow) or pc")
     if corrector_steps < 0:
         raise UserError(f"--corrector-steps must be >= 0, got {corrector_steps}")
-    if not snr > 0:
-        raise UserError(f"--snr must be > 0, got {snr}")
+    if not 0 < corrector_size < 2:
+        raise UserError(f"--corrector-size must be in (0, 2), got {corrector_size}")
     dev = resolve_device(device)
     path = Path(checkpoint) if checkpoint else newest_checkpoint(DEFAULT_RUN)
     if not path.is_file():
@@ -196,8 +199,9 @@ def sample(
     out_dir = _output_dir(out, path, overwrite)
     t0 = time.perf_counter()
     res = run(path, n=n, method=method, prior=prior, seed=seed, batch_size=batch_size, device=dev,
-              trajectory=9 if trajectory else 0, corrector_steps=corrector_steps, snr=snr,
-              use_ema=not raw_weights)  # fmt: skip
+              trajectory=9 if trajectory else 0, corrector_steps=corrector_steps,
+              corrector_size=corrector_size,
+              use_ema=not raw_weights, progress=True)  # fmt: skip
     x = res.samples
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "samples.npy", x.numpy())

@@ -2,9 +2,11 @@
 
 Fitted from data: mu, Sigma = U diag(lambda) U^T, rates c_i = -b (a + gamma (1 - lambda_i / lambda_max))
 with a + gamma = 1 (B eq. 2), drift matrix M = U diag(c) U^T. The SDE dX = M (X - mu) dt + sqrt(beta) dW
-is solved exactly (B thm 4-5) on a uniform grid of T steps of length h = horizon / T:
+is solved exactly (B thm 4-5) on the time grid s_t = horizon (t / T)^rho (``grid_power`` rho, 2 by
+default: short steps near the data, where a uniform grid's first step (variance ~ beta horizon / T)
+would drown the data's least-variance directions), with h_t = s_t - s_{t-1}:
 
-    x_t | x_{t-1} ~ N( mu + U diag(e^{c h}) U^T (x_{t-1} - mu),  U diag(v) U^T ),  v_i = beta (e^{2 c_i h} - 1) / (2 c_i)
+    x_t | x_{t-1} ~ N( mu + U diag(e^{c h_t}) U^T (x_{t-1} - mu),  U diag(v_t) U^T ),  v_ti = beta (e^{2 c_i h_t} - 1) / (2 c_i)
 
 Local score: -U diag(1/v) U^T (x_t - m). Reverse step (the ancestral analogue of DDPM's, exact inverse
 of the mean map): x_{t-1} = mu + A^{-1}(x_t - mu + Sigma_h s) + Sigma_h^{1/2} z, A = e^{M h}.
@@ -79,8 +81,10 @@ class GOUProcess(Process):
         prior: Prior = "anchors",
         state_ndim: int = 1,
         fit: dict[str, Any] | None = None,
+        grid_power: float = 2.0,
     ) -> None:
         check_steps(T)
+        check_positive("grid_power (time grid exponent)", grid_power)
         if not (a >= 0 and gamma >= 0):
             raise ValueError(f"a and gamma must be >= 0, got a={a}, gamma={gamma}")
         if abs(a + gamma - 1.0) > 1e-9:
@@ -104,15 +108,22 @@ class GOUProcess(Process):
         lam_max = float(self.lam.max())
         ratio = self.lam / lam_max if lam_max > 0 else torch.zeros_like(self.lam)
         self.c = -b * (a + gamma * (1 - ratio))  # (d,), in [-b, -a b]
-        self.h = horizon / T
-        # per-step decay, per-step variance, terminal decay and variance (float64)
-        self.decay = torch.exp(self.c * self.h)
-        self.var = self._variance(self.h)
-        # a scalar loss weight per step: the mean transition variance (all steps are equal)
-        self.step_var = torch.full((T,), float(self.var.mean()), dtype=torch.float64)
+        self.grid_power = float(grid_power)
+        self.times = horizon * (torch.arange(T + 1, dtype=torch.float64) / T) ** self.grid_power
+        h = torch.diff(self.times)[:, None]  # (T, 1): step lengths
+        # per-step decay and variance per eigen-direction, (T, d), float64
+        self.decay = torch.exp(self.c * h)
+        self.var = self._variance(h)
+        # a scalar loss weight per step: the mean transition variance over the directions
+        self.step_var = self.var.mean(1)
+        # accumulated noise variance per direction, V_t = decay_t^2 V_{t-1} + v_t, (T + 1, d)
+        acc = [torch.zeros_like(self.c)]
+        for t in range(T):
+            acc.append(self.decay[t] ** 2 * acc[-1] + self.var[t])
+        self.noise_var = torch.stack(acc)
 
     # -- exact Gaussian solution ----------------------------------------------------------
-    def _variance(self, h: float) -> Tensor:
+    def _variance(self, h: float | Tensor) -> Tensor:
         """v_i(h) = beta (e^{2 c_i h} - 1) / (2 c_i), computed with expm1."""
         return self.beta * torch.expm1(2 * self.c * h) / (2 * self.c)
 
@@ -136,11 +147,19 @@ class GOUProcess(Process):
     def _cast(self, like: Tensor) -> tuple[Tensor, Tensor]:
         return self.mu.to(like.dtype), self.U.to(like.dtype)
 
-    def _rotated_residual(self, x_prev: Tensor, x_t: Tensor) -> Tensor:
+    def _step(self, table: Tensor, t: int | Tensor, like: Tensor) -> Tensor:
+        """Row t - 1 of a (T, d) table: (d,) for an int t, (B, d) for a tensor t."""
+        if isinstance(t, int):
+            return table[t - 1].to(device=like.device, dtype=like.dtype)
+        return table.to(like.device)[torch.as_tensor(t, device=like.device).long() - 1].to(
+            like.dtype
+        )
+
+    def _rotated_residual(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
         """z = U^T (x_t - mean(x_{t-1})) in eigen-coordinates, shape (*lead, B, d)."""
         mu, U = self._cast(x_prev)
         xp, xt = self._flat(x_prev), self._flat(x_t)
-        mean_rot = ((xp - mu) @ U) * self.decay.to(xp.dtype)
+        mean_rot = ((xp - mu) @ U) * self._step(self.decay, t, xp)
         return (xt - mu) @ U - mean_rot
 
     def transition_variance(self, t: int | Tensor) -> Tensor:
@@ -152,40 +171,52 @@ class GOUProcess(Process):
         schedule_at(self.step_var, t, x_prev, self.state_ndim)  # validates t
         mu, U = self._cast(x_prev)
         xp = self._flat(x_prev)
-        rot = ((xp - mu) @ U) * self.decay.to(xp.dtype)
-        eps = randn((m, *xp.shape), generator, xp) * self.var.sqrt().to(xp.dtype)
+        rot = ((xp - mu) @ U) * self._step(self.decay, t, xp)
+        eps = randn((m, *xp.shape), generator, xp) * self._step(self.var, t, xp).sqrt()
         return self._unflat(mu + (rot + eps) @ U.T, x_prev)
 
     def transition_score(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
         schedule_at(self.step_var, t, x_prev, self.state_ndim)
-        z = self._rotated_residual(x_prev, x_t)
+        z = self._rotated_residual(x_prev, x_t, t)
         _, U = self._cast(x_prev)
-        return self._unflat(-(z / self.var.to(z.dtype)) @ U.T, x_t)
+        return self._unflat(-(z / self._step(self.var, t, z)) @ U.T, x_t)
 
     def transition_log_prob(self, x_prev: Tensor, x_t: Tensor, t: int | Tensor) -> Tensor:
         schedule_at(self.step_var, t, x_prev, self.state_ndim)
-        z = self._rotated_residual(x_prev, x_t)
-        v = self.var.to(z.dtype)
+        z = self._rotated_residual(x_prev, x_t, t)
+        v = self._step(self.var, t, z)
         return (-(z * z) / (2 * v) - 0.5 * torch.log(2 * math.pi * v)).sum(-1)
 
-    def _reverse_rotated(self, x_t: Tensor, score: Tensor, w: float) -> Tensor:
-        """mu + U (U^T (x - mu) + w v U^T s) / decay: the exact inverse of the mean map after a
-        score correction of weight w (1 for the SDE's posterior mean, 1/2 for the ODE)."""
+    def langevin_cap(self, t: int) -> Tensor:
+        return self.var[t - 1].min()
+
+    def _reverse_rotated(
+        self, x_t: Tensor, t: int | Tensor, score: Tensor, w: Tensor | float
+    ) -> Tensor:
+        """mu + U (U^T (x - mu) + w v_t U^T s) / decay_t: the exact inverse of the mean map after a
+        score correction of weight w per direction (1: the SDE's posterior mean)."""
         mu, U = self._cast(x_t)
         x, s = self._flat(x_t), self._flat(score)
-        v, dec = self.var.to(x.dtype), self.decay.to(x.dtype)
+        v, dec = self._step(self.var, t, x), self._step(self.decay, t, x)
         return self._unflat(mu + (((x - mu) @ U + w * v * (s @ U)) / dec) @ U.T, x_t)
 
     def _reverse_mean(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
-        return self._reverse_rotated(x_t, score, 1.0)
+        return self._reverse_rotated(x_t, t, score, 1.0)
 
     def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
-        return self._reverse_rotated(x_t, score, 0.5)
+        """DDIM's weight per direction, k_t = 1 / (1 + decay_t sqrt(V_{t-1} / V_t)) (V_t the
+        accumulated noise variance): 1/2 for short steps, 1 at t = 1 (docs/processes.md)."""
+        x = self._flat(x_t)
+        ratio = (
+            self._step(self.noise_var[:-1], t, x) / self._step(self.noise_var[1:], t, x)
+        ).sqrt()
+        return self._reverse_rotated(x_t, t, score, 1 / (1 + self._step(self.decay, t, x) * ratio))
 
     def _reverse_noise(self, x_t: Tensor, t: int | Tensor, generator: torch.Generator) -> Tensor:
         _, U = self._cast(x_t)
         x = self._flat(x_t)
-        return self._unflat((self.var.sqrt().to(x.dtype) * randn(x.shape, generator, x)) @ U.T, x_t)
+        z = self._step(self.var, t, x).sqrt() * randn(x.shape, generator, x)
+        return self._unflat(z @ U.T, x_t)
 
     def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """Anchor mixture of B eq. 12, or the stationary Gaussian."""
@@ -259,6 +290,7 @@ class GOUProcess(Process):
             "prior": self.prior,
             "state_ndim": self.state_ndim,
             "fit": self.fit,
+            "grid_power": self.grid_power,
         }
 
     @classmethod
@@ -266,10 +298,16 @@ class GOUProcess(Process):
         cls, *, steps: int | None, schedule: str | None, example: Tensor, **params: Any
     ) -> GOUProcess:
         steps = DEFAULT_STEPS if steps is None else steps
-        if schedule not in (None, "uniform"):
-            raise ValueError(
-                "GOU uses a uniform time grid over --horizon; it has no named schedules"
-            )
+        grids = {"uniform": 1.0, "quadratic": 2.0}
+        if schedule is not None:
+            if schedule not in grids:
+                raise ValueError(
+                    f"GOU's schedules are time grids over --horizon: {', '.join(grids)} "
+                    "(or --process-opt grid_power=RHO)"
+                )
+            if "grid_power" in params:
+                raise ValueError("give the GOU time grid once: --schedule or grid_power")
+            params["grid_power"] = grids[schedule]
         return cls.fit_from_data(example, steps, **params)
 
     @classmethod
@@ -292,4 +330,5 @@ class GOUProcess(Process):
             prior=config["prior"],
             state_ndim=config["state_ndim"],
             fit=config["fit"],
+            grid_power=config.get("grid_power", 1.0),  # configs before the grid were uniform
         )

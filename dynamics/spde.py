@@ -494,6 +494,12 @@ class SPDEProcess(Process):
         d = self.noise_scale(x_t, t)
         return self.h * (self.sigma_divergence(x_t, t) + d * self._corr(d * score, "cov"))
 
+    def langevin_cap(self, t: int) -> Tensor:
+        """alpha2^2 h times Q's smallest eigenvalue (1 for white noise); with lambda2 < inf the
+        noise is weaker at edges than this bound."""
+        q_min = float((self.q_eig * self.q_scale.min() ** 2).min()) if self.corr_length > 0 else 1.0
+        return self.noise_var[t - 1] * q_min
+
     def _reverse_mean(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
         """semi-implicit: (I - h A_y) y, y = x_t + correction; tamed: x - tamed(b) + correction."""
         if self.scheme == "tamed":

@@ -113,8 +113,14 @@ class VPProcess(Process):
         )
 
     def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
+        """(x + k_t beta s) / a with DDIM's weight k_t = 1 / (1 + a sqrt(V_{t-1} / V_t)),
+        V_t = 1 - prod_{j <= t} (1 - beta_j) the noise variance of x_t given x_0: 1/2 for
+        short steps, 1 at t = 1 (docs/processes.md, "Reverse step, derived once")."""
         a, beta = self._coefs(t, x_t)
-        return (x_t + 0.5 * beta * score) / a
+        abar2 = torch.cumprod(1 - self.beta, 0)
+        noise = torch.cat([abar2.new_zeros(1), 1 - abar2])
+        ratio = schedule_at((noise[:-1] / noise[1:]).sqrt(), t, x_t, self.state_ndim)
+        return (x_t + beta * score / (1 + a * ratio)) / a
 
     prior_names = ("gaussian",)
 

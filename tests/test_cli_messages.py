@@ -152,7 +152,7 @@ def test_sample_names_the_bad_option_before_the_output_folder(run, tmp_path, cap
         (["--prior", "anchors"], "no prior 'anchors'"),
         (["--n", "0"], "--n must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
-        (["--snr", "0"], "--snr must be > 0"),
+        (["--corrector-size", "2"], "--corrector-size must be in (0, 2)"),
         (["--corrector-steps", "-1"], "--corrector-steps"),
     ]
     for args, says in cases:

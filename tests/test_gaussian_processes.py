@@ -123,7 +123,7 @@ def test_gou_simulated_moments_match_closed_form():
     x0 = torch.tensor([2.0, 1.0, -1.0], dtype=torch.float64).expand(20000, 3)
     n = 20
     x = p.simulate(x0.clone(), gen(4), t_end=n)[-1]
-    m_exact, S_exact = p.moments(x0[:1], n * p.h)
+    m_exact, S_exact = p.moments(x0[:1], float(p.times[n]))  # the grid time of step n
     m, S = empirical(x)
     torch.testing.assert_close(m, m_exact[0], atol=0.03, rtol=0)
     torch.testing.assert_close(S, S_exact, atol=0.04, rtol=0)
@@ -166,7 +166,7 @@ def test_gou_score_equals_autograd_and_has_zero_mean(t):
     (auto,) = torch.autograd.grad(p.transition_log_prob(x_prev, x_t, t).sum(), x_t)
     torch.testing.assert_close(p.transition_score(x_prev, x_t.detach(), t), auto)
     tr = p.sample_transitions(x_prev[:1], t, 20000, gen(9))
-    sd = (1 / p.var).sqrt().max()  # the largest per-coordinate score std
+    sd = (1 / p.var[t - 1]).sqrt().max()  # the largest per-coordinate score std
     assert tr.score.mean(0).abs().max() < 5 * sd / math.sqrt(20000)
 
 
@@ -174,9 +174,9 @@ def test_gou_score_equals_autograd_and_has_zero_mean(t):
 def test_gou_reverse_with_exact_score_recovers_gaussian(method):
     p = fitted_gou(T=200)
 
-    def marginal(t):
-        A = (p.U * torch.exp(p.c * t * p.h)) @ p.U.T
-        _, noise = p.moments(TARGET_MEAN[None], t * p.h)
+    def marginal(t):  # exact at the grid time s_t
+        A = (p.U * torch.exp(p.c * p.times[t])) @ p.U.T
+        _, noise = p.moments(TARGET_MEAN[None], float(p.times[t]))
         return p.mu + A @ (TARGET_MEAN - p.mu), A @ TARGET_COV @ A.T + noise
 
     g = gen(10)
@@ -268,3 +268,22 @@ def test_vector_process_shapes(n, d, m, t, dtype, name):
     y = p.reverse_step(x, torch.full((n,), t), tr.score[0], gen(3))
     assert y.shape == x.shape
     assert p.sample_prior((n, d), gen(4)).shape == (n, d)
+
+
+def test_gou_time_grid_is_quadratic_and_old_configs_stay_uniform():
+    """s_t = horizon (t / T)^2: the first step's noise (beta h_1 ~ beta horizon / T^2) stays below
+    the data's least variance, which a uniform grid's first step (beta horizon / T) drowns."""
+    p = fitted_gou(T=100)
+    torch.testing.assert_close(p.times, 2.0 * (torch.arange(101, dtype=torch.float64) / 100) ** 2)
+    assert float(p.var[0].max()) < 0.1 * float(p.lam.min()) < float(p.var[-1].min())
+    cfg = json.loads(json.dumps(p.to_config()))
+    assert cfg["grid_power"] == 2.0
+    del cfg["grid_power"]
+    old = GOUProcess.from_config(cfg, p.buffers())
+    torch.testing.assert_close(old.times, torch.linspace(0, 2.0, 101, dtype=torch.float64))
+    uniform = create_process(
+        "gou", steps=100, schedule="uniform", example=target_samples(500).float()
+    )
+    assert uniform.grid_power == 1.0
+    with pytest.raises(ValueError, match="time grids"):
+        create_process("gou", steps=100, schedule="cosine", example=target_samples(500).float())

@@ -47,7 +47,7 @@ FLOOR_FACTOR = 3.0  # sampler error must be <= FLOOR_FACTOR x the statistical fl
 HF_FACTOR = 3.0  # highest-frequency power within this factor of the exact marginal's, every step
 N_POINT = 200  # chains of the point-mass test (a distance, not a statistic)
 POINT_TOL = 1e-3  # per-element RMS error of a point-mass data law after the SDE / PC chain
-PC_CORRECTORS, PC_SNR = 1, 0.16  # the sampler's defaults (orient sample)
+PC_CORRECTORS, PC_SIZE = 1, 0.5  # the sampler's defaults (orient sample)
 IMAGE, VECTOR = (1, 8, 8), (3,)
 SHAPES = {"vector3": VECTOR, "image8": IMAGE}  # in order of preference
 METHODS = ("sde", "ode", "pc")
@@ -239,7 +239,7 @@ def run_gaussian(name: str, kind: str, method: str, point: bool = False):
     )
     g = torch.Generator().manual_seed(12)
     x0, traj, steps = reverse_chain(
-        model, process, x_T, g, method, PC_CORRECTORS, PC_SNR, 0 if point else process.T + 1
+        model, process, x_T, g, method, PC_CORRECTORS, PC_SIZE, 0 if point else process.T + 1
     )
     return x0.flatten(1), traj, steps
 
@@ -422,7 +422,7 @@ def test_kuramoto_ref_recovers_circular_moments(method):
     x_T = grid_draws(grid, dens[-1], n, seed=31).float().reshape(N_SAMPLES, *shape)
     model = ScoreModel(ExactPeriodicScore(process, grid, scores), process)
     g = torch.Generator().manual_seed(32)
-    x0, _, _ = reverse_chain(model, process, x_T, g, method, PC_CORRECTORS, PC_SNR, 0)
+    x0, _, _ = reverse_chain(model, process, x_T, g, method, PC_CORRECTORS, PC_SIZE, 0)
     want = (dens[0][:, None] * torch.stack([torch.cos(grid), torch.sin(grid)], 1)).sum(0)
     want2 = (dens[0][:, None] * torch.stack([torch.cos(2 * grid), torch.sin(2 * grid)], 1)).sum(0)
     want = torch.cat([want, want2]) * (2 * math.pi / GRID)

@@ -96,7 +96,7 @@ def reverse_chain(
     generator: torch.Generator,
     method: str = "sde",
     corrector_steps: int = 0,
-    snr: float = 0.16,
+    corrector_size: float = 0.5,
     snapshots: int = 0,
     on_step: Callable[[], None] | None = None,
 ) -> tuple[Tensor, list[Tensor], list[int]]:
@@ -116,7 +116,9 @@ def reverse_chain(
         x = process.reverse_step(x, t, model.score(x, t), generator, method=predictor)
         if method == "pc" and t > 1:
             for _ in range(corrector_steps):
-                x = process.langevin_step(x, t - 1, model.score(x, t - 1), generator, snr)
+                x = process.langevin_step(
+                    x, t - 1, model.score(x, t - 1), generator, corrector_size
+                )
         if t - 1 in keep:
             traj.append(x.cpu())
             steps.append(t - 1)
@@ -135,7 +137,7 @@ def sample(
     device: torch.device | str = "cpu",
     trajectory: int = 0,
     corrector_steps: int = 1,
-    snr: float = 0.16,
+    corrector_size: float = 0.5,
     use_ema: bool = True,
     progress: bool = False,
 ) -> SampleResult:
@@ -175,7 +177,7 @@ def sample(
             g,
             method,
             corrector_steps,
-            snr,
+            corrector_size,
             trajectory if b == 0 else 0,
             bar.update if bar is not None else None,
         )
