@@ -768,9 +768,13 @@ def test_data_made_while_the_workers_start_give_the_same_store(
     assert in_main == [False]
     assert_same_bytes(small_store, out)
     bad = tmp_path / "bad.zarr"
-    args = ["precompute", "--dataset", "socofing", "--data-dir", str(tmp_path / "nope")]
+    from test_precompute_errors import _undecodable_images  # found only once they are read
+
+    imgs = _undecodable_images(tmp_path / "imgs")
+    args = ["precompute", "--dataset", "image-folder", "--data-dir", str(imgs)]
     code, _, err = run_cli([*args, "--out", str(bad)], capsys)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert code == 2 and lines[-1].startswith("orient: error:") and "nope" in lines[-1], err
+    assert code == 2 and lines[-1].startswith("orient: error:"), err
+    assert "no readable images" in lines[-1], err
     assert "Traceback" not in err and not bad.exists()
     assert in_main == [False, False]
