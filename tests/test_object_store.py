@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -263,6 +264,27 @@ def test_an_epoch_without_its_completion_marker_is_never_read(s3, cluster, tmp_p
     assert code == 0, out + err
     ref = tmp_path / "ref.zarr"
     assert run_cli([*args, "--out", str(ref)], capsys)[0] == 0
+    assert_same_bytes(ref, url)
+
+    # a real publication watched from another thread: epoch 1 appears only with all its objects
+    whole = sorted(k for k in _objects(url) if k.startswith("epochs/00001/"))
+    fs.copy(f"{path}/epochs/00001", f"{path}/epochs/.tmp-00001", recursive=True)
+    fs.rm(f"{path}/epochs/00001", recursive=True)
+    tmp = TupleStore.open(url, mode="r+").root["epochs/.tmp-00001"]
+    tmp.attrs.put({k: v for k, v in tmp.attrs.asdict().items() if k != COMPLETE})
+    seen = []
+    publishing = threading.Thread(
+        target=TupleStore.open(url, mode="r+").rename_group,
+        args=("epochs/.tmp-00001", "epochs/00001"),
+    )
+    publishing.start()
+    while publishing.is_alive():
+        placed = 1 in TupleStore.open(url).epochs()
+        objects = sorted(k for k in _objects(url) if k.startswith("epochs/00001/"))
+        seen.append(placed)
+        assert not placed or objects == whole, "an epoch in place without all its objects"
+    publishing.join()
+    assert False in seen and TupleStore.open(url).epochs() == [0, 1]
     assert_same_bytes(ref, url)
 
 
