@@ -227,6 +227,11 @@ class Process(ABC):
     def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
         """The deterministic (probability-flow) step x_t -> x_{t-1}."""
 
+    def baseline_score(self, x: Tensor, t: int | Tensor) -> Tensor | None:
+        """An analytic part of the marginal score of x_t that the score model adds to its
+        network's output (the network then learns the rest); None (the default): none."""
+        return None
+
     @abstractmethod
     def sample_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """Draws from the reverse chain's initial distribution; ``shape`` = (B, *S)."""

@@ -63,6 +63,7 @@ PRIOR_SE_WARN = 0.15  # warn above this measured relative standard error of the 
 CG_TOL = 1e-6  # relative A-norm error of the semi-implicit solve
 EIG_FLOOR = 1e-6  # eigenvalues of the reflected kernel are clipped at EIG_FLOOR * max
 PRIOR_KEYS = ("prior_mean", "prior_var")
+BASE_KEYS = ("base_mean", "base_var")  # per-(channel, DCT mode) moments of the data
 OPTIONS = frozenset(
     {
         "alpha1", "alpha2", "horizon", "shape", "power", "lambda1", "lambda1_k", "lambda2",
@@ -203,7 +204,7 @@ class SPDEProcess(Process):
         prior: Prior = "fitted",
         prior_examples: int = PRIOR_EXAMPLES,
         prior_seed: int = 0,
-        prior_buffers: dict[str, Tensor] | None = None,
+        buffers: dict[str, Tensor] | None = None,
         scheme: Scheme = "semi-implicit",
     ) -> None:
         check_steps(T)
@@ -293,8 +294,18 @@ class SPDEProcess(Process):
         self._ode_weight: Tensor | None = None
         self.prior_mean: Tensor | None = None
         self.prior_var: Tensor | None = None
-        if prior_buffers:
-            self._set_prior(prior_buffers)
+        self.base_mean: Tensor | None = None
+        self.base_var: Tensor | None = None
+        self._base_tables: tuple[Tensor, Tensor] | None = None
+        buffers = dict(buffers or {})
+        unknown = set(buffers) - set(PRIOR_KEYS) - set(BASE_KEYS)
+        if unknown:
+            raise ValueError(f"unknown SPDE buffers {sorted(unknown)}")
+        base = {k: buffers.pop(k) for k in BASE_KEYS if k in buffers}
+        if base:
+            self._set_base(base)
+        if buffers:
+            self._set_prior(buffers)
 
     @property
     def image_size(self) -> int:
@@ -561,6 +572,60 @@ class SPDEProcess(Process):
             var.append(a[t] ** 2 * var[-1] + float(self.noise_var[t]) * q)
         return torch.stack(var)
 
+    def _set_base(self, buffers: dict[str, Tensor]) -> None:
+        if set(buffers) != set(BASE_KEYS):
+            raise ValueError(f"the baseline score needs buffers {BASE_KEYS}, got {sorted(buffers)}")
+        mean, var = (buffers[k].to(torch.float64) for k in BASE_KEYS)
+        if mean.ndim != 3 or mean.shape != var.shape or mean.shape[1:] != (self.height, self.width):
+            raise ValueError(f"baseline buffers must have shape (C, {self.height}, {self.width})")
+        if not bool(torch.all(var >= 0)):
+            raise ValueError("baseline variances must be >= 0")
+        self.base_mean, self.base_var = mean, var
+
+    def fit_baseline(self, x0: Tensor) -> SPDEProcess:
+        """A copy whose ``baseline_score`` uses the per-(channel, DCT mode) mean and variance of
+        the images ``x0`` (B, C, H, W) (a DCT of each; no simulation)."""
+        if x0.ndim != 4 or x0.shape[-2:] != (self.height, self.width):
+            raise ValueError(f"fit_baseline needs images (B, C, {self.height}, {self.width})")
+        coef = self._dct(self.data_to_state(x0).to(torch.float64)).cpu()
+        var = coef.var(0) if coef.shape[0] > 1 else torch.zeros_like(coef[0])
+        return self._copy({**self.buffers(), "base_mean": coef.mean(0), "base_var": var})
+
+    def _copy(self, buffers: dict[str, Tensor], **changes: Any) -> SPDEProcess:
+        cfg = {**self.to_config(), **changes}
+        cfg.pop("buffers", None)
+        with warnings.catch_warnings():  # any stability warning was given for self already
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return type(self)._from_params(cfg, buffers)
+
+    def baseline_score(self, x: Tensor, t: int | Tensor) -> Tensor | None:
+        """The exact score of x_t for Gaussian data with the fitted per-mode moments under the
+        isotropic linearisation (mode k: mean P_tk m_k, variance P_tk^2 d_k + V_tk, P_t the
+        product of the multipliers a_1..a_t, V_t the accumulated noise variance):
+
+            s_base(x, t) = -C^T [ (C x C^T - P_t m) / (P_t^2 d + V_t) ] C   per channel.
+
+        The score model adds it to the network's output, so an untrained network already has
+        the chain's Gaussian response in every mode (the highest ones, which the reverse step
+        amplifies by up to 1 + 8 h alpha1 before the score shrinks them, included); the network
+        learns the rest. None without fitted moments (configs written before it)."""
+        if self.base_mean is None or self.base_var is None:
+            return None
+        if self._base_tables is None:
+            a = self._linear_multipliers()
+            gain = torch.cat([torch.ones_like(a[:1]), torch.cumprod(a, 0)])
+            self._base_tables = (gain.float(), self._linearised_variances().float())
+        gain, noise = self._base_tables
+        if isinstance(t, int):
+            g, v = gain[t], noise[t]
+        else:
+            idx = torch.as_tensor(t).long().cpu()
+            g, v = gain[idx][:, None], noise[idx][:, None]  # (B, 1, H, W)
+        g, v = g.to(device=x.device, dtype=x.dtype), v.to(device=x.device, dtype=x.dtype)
+        m = self.base_mean.to(device=x.device, dtype=x.dtype)
+        d = self.base_var.to(device=x.device, dtype=x.dtype)
+        return -self._dct((self._dct(x) - g * m) / (g * g * d + v), inverse=True)
+
     def _set_prior(self, buffers: dict[str, Tensor]) -> None:
         if self.prior != "fitted":
             raise ValueError(f"prior buffers are only used by the fitted prior, not {self.prior!r}")
@@ -586,12 +651,12 @@ class SPDEProcess(Process):
 
     def with_prior_kind(self, kind: str) -> SPDEProcess:
         """The same process with prior ``kind`` and no fitted prior buffers."""
-        cfg = self.to_config()
-        cfg.pop("buffers", None)
-        cfg["prior"] = kind
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return type(self)._from_params(cfg, None)
+        return self._copy(self._base_buffers(), prior=kind)
+
+    def _base_buffers(self) -> dict[str, Tensor]:
+        if self.base_mean is None or self.base_var is None:
+            return {}
+        return {"base_mean": self.base_mean, "base_var": self.base_var}
 
     def fit_prior(self, x0: Tensor) -> SPDEProcess:
         """A copy whose prior is the per-(channel, DCT mode) Gaussian fitted to x_T simulated from
@@ -605,12 +670,8 @@ class SPDEProcess(Process):
         coef = self._dct(x.to(torch.float64)).cpu()
         var = coef.var(0) if coef.shape[0] > 1 else torch.zeros_like(coef[0])
         self._warn_prior_error(coef, var)
-        cfg = self.to_config()
-        cfg.pop("buffers", None)
-        bufs = {"prior_mean": coef.mean(0), "prior_var": torch.maximum(var, self.noise_prior_var)}
-        with warnings.catch_warnings():  # any stability warning was given for self already
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return type(self)._from_params(cfg, bufs)
+        prior = {"prior_mean": coef.mean(0), "prior_var": torch.maximum(var, self.noise_prior_var)}
+        return self._copy({**self._base_buffers(), **prior})
 
     def _warn_prior_error(self, coef: Tensor, var: Tensor) -> None:
         """Warn when the fitted variances are noisy: the median over the modes whose fitted
@@ -649,9 +710,10 @@ class SPDEProcess(Process):
 
     # -- configuration ----------------------------------------------------------------------
     def buffers(self) -> dict[str, Tensor]:
-        if self.prior_mean is None or self.prior_var is None:
-            return {}
-        return {"prior_mean": self.prior_mean, "prior_var": self.prior_var}
+        bufs = self._base_buffers()
+        if self.prior_mean is not None and self.prior_var is not None:
+            bufs.update(prior_mean=self.prior_mean, prior_var=self.prior_var)
+        return bufs
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -721,6 +783,7 @@ class SPDEProcess(Process):
             a1 = max(abs(float(a)) for a in opts["alpha1"])
             steps = max(DEFAULT_STEPS, math.ceil(4 * a1 * opts.get("horizon", horizon)))
         proc = cls(steps, instance=instance, height=height, width=width, **opts)
+        proc = proc.fit_baseline(example)
         return proc.fit_prior(example) if proc.prior == "fitted" else proc
 
     @classmethod
@@ -733,7 +796,7 @@ class SPDEProcess(Process):
             width=config["width"],
             alpha1=tuple(config["alpha1"]),
             alpha2=tuple(config["alpha2"]),
-            prior_buffers=buffers or None,
+            buffers=buffers or None,
             # configs written before the semi-implicit scheme were tamed
             **{k: config.get(k, "tamed") if k == "scheme" else config[k] for k in keys},
         )

@@ -181,10 +181,12 @@ def exact_marginals(name: str, kind: str, point: bool = False):
 
 
 class ExactGaussianScore(nn.Module):
-    """The "network" a perfect training run would give: sqrt(w(t)) x -C_t^{-1}(x - m_t)."""
+    """The "network" a perfect training run would give: sqrt(w(t)) x (-C_t^{-1}(x - m_t) minus
+    the process's baseline score, which the score model adds back)."""
 
     def __init__(self, process, marginals, shape: tuple[int, ...]) -> None:
         super().__init__()
+        self.process = process
         self.T, self.shape = process.T, shape
         self.means = [m for m, _, _ in marginals]
         self.precisions = [P for _, _, P in marginals]
@@ -196,8 +198,11 @@ class ExactGaussianScore(nn.Module):
         t = int(ts[0])
         assert bool((ts == t).all()) and 1 <= t <= self.T
         z = x.to(F64).flatten(1) - self.means[t]
-        s = -(z @ self.precisions[t]) * self.sqrt_w[t - 1]
-        return s.to(x.dtype).reshape(x.shape)
+        s = -(z @ self.precisions[t]).reshape(x.shape)
+        base = self.process.baseline_score(x.to(F64), t)
+        if base is not None:
+            s = s - base
+        return (s * self.sqrt_w[t - 1]).to(x.dtype)
 
 
 def gaussian_errors(x: torch.Tensor, m: torch.Tensor, C: torch.Tensor) -> tuple[float, float]:
@@ -389,6 +394,7 @@ class ExactPeriodicScore(nn.Module):
 
     def __init__(self, process, grid: torch.Tensor, scores: list) -> None:
         super().__init__()
+        self.process = process
         self.T, self.grid, self.scores = process.T, grid, scores
         self.sqrt_w = process.loss_weight(torch.arange(1, process.T + 1)).to(F64).sqrt()
 
@@ -401,6 +407,7 @@ class ExactPeriodicScore(nn.Module):
         f = u - i0
         s = self.scores[t]
         out = (1 - f) * s[i0 % GRID] + f * s[(i0 + 1) % GRID]
+        assert self.process.baseline_score(x, t) is None  # Kuramoto has no baseline
         return (out * self.sqrt_w[t - 1]).to(x.dtype)
 
 

@@ -287,7 +287,7 @@ def test_fitted_prior_matches_simulated_terminal_statistics():
     p = SPDEProcess.create(
         steps=40, schedule="alpha1=0.5:4,alpha2=0.01:1", example=x0, instance="anisotropic"
     )
-    assert set(p.buffers()) == {"prior_mean", "prior_var"}
+    assert set(p.buffers()) == {"prior_mean", "prior_var", "base_mean", "base_var"}
     assert p.prior_mean.shape == (2, 6, 5)
     assert bool(torch.all(p.prior_var >= p.noise_prior_var))
     xs = p.sample_prior((4000, 2, 6, 5), gen())
@@ -504,7 +504,7 @@ def test_properties_over_shapes_and_parameters(
     prior = p.sample_prior((b, c, h, w), gen(seed))
     assert prior.shape == (b, c, h, w) and bool(torch.isfinite(prior).all())
     # the configuration rebuilds the same process
-    q = SPDEProcess.from_config(json.loads(json.dumps(p.to_config())))
+    q = SPDEProcess.from_config(json.loads(json.dumps(p.to_config())), p.buffers())
     assert q.config_hash == p.config_hash
     assert torch.equal(p.step(x, t, gen(1)), q.step(x, t, gen(1)))
 
@@ -615,7 +615,7 @@ def test_configs_without_a_scheme_rebuild_the_tamed_chain():
     cfg = p.to_config()
     assert cfg["scheme"] == "tamed"
     del cfg["scheme"]
-    q = SPDEProcess.from_config(cfg)
+    q = SPDEProcess.from_config(cfg, p.buffers())
     assert q.scheme == "tamed"
     assert make("anisotropic", T=20, hw=(4, 4)).scheme == "semi-implicit"
 
@@ -626,4 +626,51 @@ def test_fitted_prior_warns_with_its_measured_error_when_examples_are_few():
         make("heat", T=64, hw=(16, 16)).with_prior_kind("fitted").fit_prior(x[:8])
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        make("heat", T=64, hw=(16, 16)).with_prior_kind("fitted").fit_prior(x)  # 256 of 300 examples
+        make("heat", T=64, hw=(16, 16)).with_prior_kind("fitted").fit_prior(
+            x
+        )  # 256 of 300 examples
+
+
+def test_baseline_score_is_the_exact_score_of_the_linearised_gaussian_chain():
+    """Heat is linear: for Gaussian data with the fitted per-mode moments (independent DCT modes),
+    propagated exactly through the process's own transitions, the baseline is the exact score."""
+    x0 = rand_image((64, 1, 6, 5), seed=3)
+    p = SPDEProcess.create(steps=30, schedule=None, example=x0, instance="heat", prior="noise")
+    assert set(p.buffers()) == {"base_mean", "base_var"}
+    n = 30
+    eye = torch.eye(n, dtype=D64).reshape(n, 1, 6, 5)
+    # the data law N(m0, C0) that the fitted moments describe, in pixel space
+    basis = p._dct(eye, inverse=True).reshape(n, n)  # row k: DCT mode k as an image
+    m0 = p.base_mean.flatten() @ basis
+    C0 = basis.T @ torch.diag(p.base_var.flatten()) @ basis
+    m, C = m0, C0
+    for t in range(1, p.T + 1):
+        A = p.transition_mean(eye, t).reshape(n, n).T
+        m, C = A @ m, A @ C @ A.T + float(p.transition_variance(t)) * torch.eye(n, dtype=D64)
+        if t in (1, 15, 30):
+            x = rand_image((3, 1, 6, 5), seed=t)
+            want = (-(x.flatten(1) - m) @ torch.linalg.inv(C)).reshape(x.shape)
+            torch.testing.assert_close(p.baseline_score(x, t).double(), want, rtol=1e-4, atol=1e-3)
+    t = torch.tensor([1, 30, 15])
+    x = rand_image((3, 1, 6, 5), seed=9).float()
+    rows = torch.cat([p.baseline_score(x[i : i + 1], int(t[i])) for i in range(3)])
+    torch.testing.assert_close(p.baseline_score(x, t), rows)
+
+
+def test_score_model_adds_the_baseline_and_old_configs_have_none():
+    from torch import nn
+
+    from orient.trainer.score_model import ScoreModel
+
+    class Zero(nn.Module):
+        def forward(self, x, tfrac):
+            return torch.zeros_like(x)
+
+    x0 = rand_image((8, 1, 6, 5), seed=4).float()
+    p = SPDEProcess.create(steps=30, schedule=None, example=x0, instance="heat", prior="noise")
+    model = ScoreModel(Zero(), p)
+    x = rand_image((2, 1, 6, 5), seed=5).float()
+    torch.testing.assert_close(model.score(x, 7), p.baseline_score(x, 7))
+    cfg = p.to_config()
+    del cfg["buffers"]
+    assert SPDEProcess.from_config(cfg).baseline_score(x, 7) is None

@@ -1,8 +1,10 @@
 """The score model: a network plus the preconditioning that ties it to its process.
 
-The network predicts the *scaled* score sqrt(w(t)) * s(x_t, t), which is O(1) at every t and is
-exactly what the store holds as the training target, so the loss of MATH.md section 0,
-w(t) ||s - grad log p(x_t | x_{t-1})||^2, is a plain mean squared error. ``score()`` undoes the
+The model predicts the *scaled* score sqrt(w(t)) * s(x_t, t) = net(x_t, t / T) + sqrt(w(t)) *
+baseline(x_t, t), where ``baseline`` is the process's analytic part of the score (none for most
+processes). It is O(1) at every t and exactly what the store holds as the training target, so
+the loss of MATH.md section 0, w(t) ||s - grad log p(x_t | x_{t-1})||^2, is a plain mean squared
+error. ``score()`` undoes the
 scaling for the sampler. Time enters the network as t / T in (0, 1].
 """
 
@@ -20,6 +22,7 @@ class ScoreModel(nn.Module):
     def __init__(self, net: nn.Module, process: Process) -> None:
         super().__init__()
         self.net = net
+        self.process = process  # not a module: its tensors are not weights
         self.T = process.T
         steps = torch.arange(1, process.T + 1)
         self.register_buffer(
@@ -27,13 +30,19 @@ class ScoreModel(nn.Module):
         )
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.net(x, t.to(x.dtype) / self.T)
+        out = self.net(x, t.to(x.dtype) / self.T)
+        base = self.process.baseline_score(x, t)
+        if base is None:
+            return out
+        return out + self._scale(t, out) * base.to(out.dtype)
+
+    def _scale(self, t: Tensor, like: Tensor) -> Tensor:
+        return self.sqrt_w[t.long() - 1].to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
     def score(self, x: Tensor, t: Tensor | int) -> Tensor:
         if isinstance(t, int):
             t = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        scale = self.sqrt_w[t.long() - 1].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        return self(x, t) / scale
+        return self(x, t) / self._scale(t, x)
 
 
 def local_score_loss(model: nn.Module, x_t: Tensor, target: Tensor, t: Tensor) -> Tensor:
