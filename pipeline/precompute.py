@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -42,6 +40,7 @@ from .cluster import dask_client, local_workers
 from .datasets import DataSet, DataShape, describe_dataset, load_dataset, split_indices
 from .machine import available_cores
 from .progress import Progress
+from .sizing import SizePlan, free_space, planned_size, size_option, size_text
 from .tasks import DiskFullError, block_spec, flush, run_block
 
 
@@ -194,69 +193,8 @@ def make_run_plan(
     return plan_with(), plan_with
 
 
-# zarr.json files, attributes and tables: a few KB, and about 100 bytes an example for a table
-METADATA_BYTES, TABLE_ROW_BYTES = 64 * 1024, 100
-
-
-@dataclass(frozen=True)
-class SizePlan:
-    """The bytes a store will take: ``tuples`` as written (:func:`blocks.group_bytes`, every
-    planned epoch; exact) and ``other`` (sources, split and fitted process buffers as raw bytes,
-    and an allowance for metadata: an upper bound)."""
-
-    tuples: int
-    other: int
-
-    @property
-    def total(self) -> int:
-        return self.tuples + self.other
-
-
-def planned_size(cfg: PrecomputeConfig, plan: Plan, n_examples: int, process: Process) -> SizePlan:
-    groups = (cfg.epochs or 1) if plan.mode == "epoch" else 1
-    row = math.prod(plan.state_shape) * 4 + 8 + TABLE_ROW_BYTES  # float32 example, int64 index
-    buffers = sum(b.numel() * 8 for b in process.buffers().values())  # stored as float64
-    return SizePlan(groups * group_bytes(plan), n_examples * row + buffers + METADATA_BYTES)
-
-
-def size_text(n: float) -> str:
-    """Bytes for people: 370.2 GiB, 3.1 MiB, 812 bytes."""
-    for unit, power in (("TiB", 4), ("GiB", 3), ("MiB", 2), ("KiB", 1)):
-        if n >= 1024**power:
-            return f"{n / 1024**power:,.1f} {unit}"
-    return f"{int(n):,} bytes"
-
-
-def size_option(n: int) -> str:
-    """A size that ``--disk-budget`` reads back as at most ``n`` bytes (rounded down), e.g. 40.5G."""
-    for suffix, power in (("T", 4), ("G", 3), ("M", 2), ("K", 1)):
-        if n >= 10 * 1024**power:
-            return f"{math.floor(n / 1024**power * 10) / 10:g}{suffix}"
-    return str(n)
-
-
-def free_space(url: str) -> tuple[int, str] | None:
-    """(free bytes, folder) of the file system a local store goes to (its nearest existing folder),
-    plus what an existing store there holds (resumed or replaced); None for remote URLs."""
-    if not is_local(url):
-        return None
-    path = os.path.abspath(local_path(url))
-    where = path
-    while not os.path.exists(where):
-        where = os.path.dirname(where)
-    free = shutil.disk_usage(where).free
-    if os.path.isdir(path) and exists(url):
-        for dirpath, _, files in os.walk(path):
-            free += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
-    return free, where
-
-
 def check_size(
-    cfg: PrecomputeConfig,
-    size: SizePlan,
-    plan_with: Callable[..., Plan],
-    T: int,
-    log: Callable[[str], None],
+    cfg: PrecomputeConfig, size: SizePlan, plan_with: Callable[..., Plan], T: int
 ) -> None:
     """Refuse (one ValueError line) a store that would not fit the free space of its file system
     or ``--max-size``, naming settings that would fit."""
@@ -279,7 +217,7 @@ def check_size(
         k = tuples_per_chain(unfixed, T, per_epoch)
         each = f" for each of {cfg.epochs} epochs" if (cfg.epochs or 1) > 1 else ""
         fits += [f"--tuples-per-chain {k}{each}", f"--disk-budget {size_option(room)}"]
-    if cfg.mode == "full" and fits:  # the largest step between kept steps that fits
+    if cfg.mode == "full" and fits:  # the smallest --every that fits
         for k in range(cfg.every + 1, T + 1):
             if group_bytes(plan_with(every=k)) <= room:
                 fits.append(f"--every {k}")
@@ -524,7 +462,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
     if old is not None and not probe.buffers():  # not fitted to data: the real one's config
         old.check_process(probe.config_hash, what="this command")
     plan, plan_with = make_run_plan(cfg, n_train, declared.shape, probe)
-    size = planned_size(cfg, plan, declared.n, probe)
+    size = planned_size(plan, (cfg.epochs or 1) if plan.mode == "epoch" else 1, declared.n, probe)
     log(
         f"precompute: planned store {size_text(size.total)}: {plural(n_train, 'chain')} x "
         f"{plural(plan.kept_per_chain, 'tuple')}"
@@ -532,7 +470,7 @@ def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:
         + f" ({size_text(size.tuples / max(1, plan.n_chains * plan.kept_per_chain))} a tuple "
         f"as written) + {size_text(size.other)} of sources"
     )
-    check_size(cfg, size, plan_with, probe.T, log)
+    check_size(cfg, size, plan_with, probe.T)
     workers = local_workers(cfg.workers, cfg.device)
     # a machine with cores to spare generates the data while the workers start (16-core GPU
     # machine: ~8 s each); on a small one both compete for the same cores and it is slower

@@ -34,9 +34,9 @@ def _planned(tmp_path: Path, **changes):
         DEFAULT_BLOCK_MEMORY,
         PrecomputeConfig,
         make_run_plan,
-        planned_size,
         probe_process,
     )
+    from orient.pipeline.sizing import planned_size
 
     cfg = PrecomputeConfig(
         out=str(tmp_path / "s.zarr"), **{**SMALL_CONFIG, "block_memory": DEFAULT_BLOCK_MEMORY,
@@ -46,7 +46,7 @@ def _planned(tmp_path: Path, **changes):
     n_train = len(split_indices(shape.n, cfg.test_fraction, cfg.seed)[0])
     process = probe_process(cfg, shape, n_train)
     plan, _ = make_run_plan(cfg, n_train, shape.shape, process)
-    return planned_size(cfg, plan, shape.n, process)
+    return planned_size(plan, cfg.epochs or 1, shape.n, process)
 
 
 @pytest.mark.parametrize("mode", [[], ["--tuples-per-chain", "3", "--epochs", "2"]])
@@ -169,7 +169,7 @@ def test_progress_counts_prior_blocks_but_rates_only_this_runs(capsys):
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX paths")
 def test_free_space_is_that_of_the_nearest_existing_folder(tmp_path):
-    from orient.pipeline.precompute import free_space
+    from orient.pipeline.sizing import free_space
 
     free, where = free_space(str(tmp_path / "a" / "b" / "s.zarr"))
     assert where == str(tmp_path) and free > 0
