@@ -40,6 +40,7 @@ def test_the_named_rows_are_unchanged(variant, T):
     assert v.schedule_name == f"vp-{T}" and v.ends == VP_SCHEDULES[f"vp-{T}"]
 
 
+@pytest.mark.filterwarnings("ignore:SPDE steps beyond the explicit stability limit")
 @pytest.mark.parametrize("T", [1, 2, 7, 30, 50, 99, 101, 173, 640, 1001, 2000, 5000])
 def test_every_process_takes_any_number_of_steps(T):
     """--steps T builds every Kuramoto variant and VP (GOU and the SPDE take any T already); the
