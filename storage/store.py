@@ -423,8 +423,15 @@ class TupleStore:
     def missing_epochs(self) -> list[int]:
         """Planned epochs (``epochs_planned``, raised by a resume that adds epochs) not in place:
         a store with any is not complete, whatever its groups say."""
-        have = set(self.epochs())
+        have = set(self.epochs()) | set(self.meta.get("epochs_retired", []))
         return [e for e in range(self.meta.get("epochs_planned", 0)) if e not in have]
+
+    def retire_epoch(self, epoch: int) -> None:
+        """Delete an epoch the trainer has read (``train --recache``), recording first that it
+        was retired, so that the store still counts as complete without it."""
+        retired = sorted({*self.meta.get("epochs_retired", []), epoch})
+        self.update_meta(epochs_retired=retired)
+        self.delete_group(epoch_name(epoch))
 
     def tuple_groups(self) -> list[str]:
         """The complete-or-not tuple groups that training could read: full, then epochs."""

@@ -144,6 +144,11 @@ def test_recache_keeps_at_most_keep_epochs_on_disk(tmp_path, capsys):
     assert len(on_disk) <= 2 and "00002" in on_disk
     ends = [r["epoch_end"] for r in log if "epoch_end" in r]
     assert ends == [0, 1, 2]
+    # the epochs read and deleted are recorded as retired: the store stays complete and verifies
+    code, out, err = run_cli(["info", str(store)], capsys)
+    assert code == 0 and "complete: yes" in out, out + err
+    code, out, err = run_cli(["verify", str(store)], capsys)
+    assert code == 0, out + err
 
 
 def test_sampling_is_deterministic_and_writes_outputs(trained, tmp_path, capsys):

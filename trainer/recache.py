@@ -16,7 +16,7 @@ from typing import Any
 from orient.pipeline.blocks import Plan
 from orient.pipeline.cluster import dask_client
 from orient.pipeline.precompute import DEFAULT_IO_THREADS, write_epoch
-from orient.storage.store import StoreError, TupleStore, epoch_name, writer_lock
+from orient.storage.store import StoreError, TupleStore, writer_lock
 
 
 class Recacher:
@@ -63,7 +63,7 @@ class Recacher:
         self.store = TupleStore.open(self.store.url, mode="r+")
         for old in self.store.epochs():
             if old < epoch - (self.keep - 2):
-                self.store.delete_group(epoch_name(old))
+                self.store.retire_epoch(old)
         on_disk = len(self.store.epochs()) + 1  # + the epoch about to be written
         self.log.write(
             {"recache_epoch": epoch, "recache_wait_s": waited, "epochs_on_disk": on_disk},
