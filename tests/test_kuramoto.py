@@ -224,7 +224,6 @@ def test_custom_schedule_string_and_hash_sensitivity():
         ({"T": 100, "window": 0}, "odd"),
         ({"T": 100, "schedule": {"two_D": (-1e-4, 0.1), "K": (0, 0.1)}}, "2D_t"),
         ({"T": 100, "schedule": "global-7"}, "unknown Kuramoto schedule"),
-        ({"T": 77}, "table 5 has no"),
         ({"T": 100, "variant": "mean"}, "variant"),
         ({"T": 100, "boundary": "zeros"}, "boundary"),
     ],
