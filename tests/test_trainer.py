@@ -161,6 +161,8 @@ def test_sampling_is_deterministic_and_writes_outputs(trained, tmp_path, capsys)
         assert code == 0, err
         assert f"sample grid: {d / 'grid.png'}" in out
         assert (d / "trajectory.png").is_file()
+        # a progress line over the reverse steps of both batches, then the rate
+        assert "sample [" in err and "steps" in err and "samples/s" in err, err
         outs.append(np.load(d / "samples.npy"))
     assert outs[0].shape == (5, 1, 16, 16) and np.array_equal(outs[0], outs[1])
     assert outs[0].min() >= -1 and outs[0].max() <= 1
