@@ -32,8 +32,7 @@ def quickstart(
 ) -> None:
     """Local Kuramoto diffusion on 32x32 synthetic fingerprints with a CPU-sized U-Net."""
     from orient.pipeline.precompute import PrecomputeConfig, run_precompute
-    from orient.trainer import images
-    from orient.trainer.sampler import sample
+    from orient.sampler import sample, save_samples
     from orient.trainer.train import TrainConfig, TrainingInterrupted, resolve_device, train
 
     from .train import evaluation_report, print_report
@@ -84,15 +83,9 @@ def quickstart(
     say(f"3/4 sample: {samples} samples, reverse SDE, von Mises prior (eq. 7)")
     res = sample(ckpt, n=samples, seed=seed, device=resolve_device("auto"), trajectory=9)
     sdir = root / "samples"
-    sdir.mkdir()
-    import numpy as np
-
-    np.save(sdir / "samples.npy", res.samples.numpy())
-    grid = images.save_png(images.grid(res.samples, scale=4), sdir / "grid.png")
-    strip = images.save_png(images.strip(res.trajectory), sdir / "trajectory.png")
-    (sdir / "sample.json").write_text(
-        json.dumps({"checkpoint": str(ckpt), "n": samples, "seed": seed})
-    )
+    meta = {"checkpoint": str(ckpt), "n": samples, "method": "sde", "prior": "default",
+            "seed": seed, "batch_size": 64, "ema": True}  # fmt: skip
+    grid, strip = save_samples(res, sdir, meta)[1:3]
     say("4/4 evaluate against the held-out split")
     from orient.storage.store import TupleStore
 

@@ -154,13 +154,13 @@ def sample(
     overwrite: Annotated[bool, typer.Option(help="Replace earlier samples in --out.")] = False,
 ) -> None:
     """Turn a checkpoint into samples: PNG grid (images) or scatter (vectors), and raw .npy."""
-    from orient.trainer import images
+    from orient.sampler import needs_training_store, save_samples
+    from orient.sampler import sample as run
     from orient.trainer.checkpoint import (
         load_checkpoint,
         newest_checkpoint,
         process_from_checkpoint,
     )
-    from orient.trainer.sampler import sample as run
     from orient.trainer.train import resolve_device
 
     # every option, then the checkpoint, then --out: a mistake is named before anything is touched
@@ -185,7 +185,7 @@ def sample(
         raise UserError(
             f"--prior: process {process.kind} has no prior {prior!r}; it has {', '.join(priors)}"
         )
-    if prior in ("forward", "fitted"):  # these read the training store
+    if needs_training_store(process, prior):
         from orient.storage.store import StoreError, TupleStore
 
         url = json.loads(ckpt["store"])["url"]
@@ -202,27 +202,14 @@ def sample(
               trajectory=9 if trajectory else 0, corrector_steps=corrector_steps,
               corrector_size=corrector_size,
               use_ema=not raw_weights, progress=True)  # fmt: skip
-    x = res.samples
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "samples.npy", x.numpy())
-    written = [out_dir / "samples.npy"]
-    if x.ndim == 4:
-        written.append(
-            images.save_png(
-                images.grid(x[:64], scale=4 if x.shape[-1] <= 48 else 2), out_dir / "grid.png"
-            )
-        )
-        if res.trajectory:
-            written.append(
-                images.save_png(images.strip(res.trajectory), out_dir / "trajectory.png")
-            )
-    elif x.ndim == 2 and x.shape[1] >= 2:
-        written.append(images.save_png(images.scatter(x.numpy()), out_dir / "scatter.png"))
     meta = {"checkpoint": str(path), "n": n, "method": method, "prior": prior, "seed": seed,
-            "batch_size": batch_size, "ema": not raw_weights, "seconds": time.perf_counter() - t0}  # fmt: skip
-    (out_dir / "sample.json").write_text(json.dumps(meta, indent=2))
+            "batch_size": batch_size, "corrector_steps": corrector_steps,
+            "corrector_size": corrector_size, "ema": not raw_weights,
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+    written = save_samples(res, out_dir, meta)
     for p in written:
         print(f"wrote {p}")
+    x = res.samples
     if x.ndim == 4:
         print(f"sample grid: {out_dir / 'grid.png'}")
 

@@ -237,6 +237,8 @@ class Process(ABC):
         """Draws from the reverse chain's initial distribution; ``shape`` = (B, *S)."""
 
     prior_names: ClassVar[tuple[str, ...]] = ()
+    # the priors of ``prior_names`` that ``with_prior`` fits to training data (``data`` needed)
+    data_priors: ClassVar[frozenset[str]] = frozenset()
 
     def with_prior(self, name: str, data: Tensor | None, generator: torch.Generator) -> Process:
         """A copy of this process whose ``sample_prior`` uses the prior called ``name``.

@@ -308,6 +308,7 @@ class KuramotoProcess(Process):
         return von_mises_sample(self.psi_ref, self.kappa, tuple(shape), generator, dev)
 
     prior_names = ("eq7", "fitted")
+    data_priors = frozenset({"fitted"})
 
     def _with_prior(
         self, name: str, data: Tensor | None, generator: torch.Generator

@@ -639,6 +639,7 @@ class SPDEProcess(Process):
         self.prior_mean, self.prior_var = mean, var
 
     prior_names = ("fitted", "noise")
+    data_priors = frozenset({"fitted"})
 
     def _with_prior(
         self, name: str, data: Tensor | None, generator: torch.Generator

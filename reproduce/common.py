@@ -219,8 +219,8 @@ def shrink_png(path: Path) -> None:
 
 def run_arm(run: Run, spec: ArmSpec, budget: Budget, tag: str = "") -> ArmResult:
     """precompute -> train -> sample for one arm; returns its samples and its store's data."""
+    from orient.sampler import sample, save_samples
     from orient.storage.store import TupleStore
-    from orient.trainer.sampler import sample
 
     opts = run.opts
     name = f"{tag}{spec.key}"
@@ -252,7 +252,9 @@ def run_arm(run: Run, spec: ArmSpec, budget: Budget, tag: str = "") -> ArmResult
             trajectory=budget.trajectory,
         )
     seconds["sample"] = time.perf_counter() - t
-    np.save(run.work / f"{name}-samples.npy", res.samples.numpy())
+    meta = {"checkpoint": str(checkpoint), "n": budget.n_samples, "method": budget.method,
+            "prior": "default", "seed": opts.seed, "batch_size": budget.sample_batch, "ema": True}  # fmt: skip
+    save_samples(res, run.work / f"{name}-samples", meta)
     st = TupleStore.open(store)
     held_out, train_data = st.held_out(), st.source()
     config = st.process().to_config()

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from orient.dynamics import PROCESSES, create_process
-from orient.trainer.sampler import reverse_chain  # the one place the sampler is imported from
+from orient.sampler import reverse_chain  # the one place the sampler is imported from
 from orient.trainer.score_model import ScoreModel
 
 F64 = torch.float64

@@ -580,11 +580,14 @@ def test_reverse_linear_part_undoes_the_forward_step_at_real_states():
     for scheme in ("semi-implicit", "tamed"):
         p = make("heat", T=256, hw=(16, 16), scheme=scheme)  # the default T
         g, x, errs = gen(1), p.data_to_state(x0), []
-        rev = p.undo_mean if scheme == "semi-implicit" else lambda y, t: y - p.tamed_increment(y, t)
+        if scheme == "semi-implicit":
+            rev = p.undo_mean
+        else:
+            rev = lambda y, t, p=p: y - p.tamed_increment(y, t)  # noqa: E731
         for t in range(1, p.T + 1):
             if t % 32 == 0:
-                _, a = jvp(lambda u, t=t: p.transition_mean(u, t), (x,), (cb,))
-                _, b = jvp(lambda y, t=t: rev(y, t), (p.transition_mean(x, t),), (a,))
+                _, a = jvp(lambda u, t=t, p=p: p.transition_mean(u, t), (x,), (cb,))
+                _, b = jvp(lambda y, t=t, r=rev: r(y, t), (p.transition_mean(x, t),), (a,))
                 errs.append(float((b - cb).flatten(1).norm(dim=1).max() / cb[0].norm()))
             x = p.step(x, t, g)
         worst[scheme] = max(errs)
