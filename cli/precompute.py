@@ -213,7 +213,7 @@ def store_info(url: str) -> dict[str, Any]:
     store = TupleStore.open(url)
     m = store.meta
     groups = {}
-    for name in store.tuple_groups() + store.unfinished_epochs():
+    for name in store.tuple_groups() + list(store.temporary_groups()):
         done = store.done_blocks(name)
         groups[name] = {
             "blocks": int(done.size),

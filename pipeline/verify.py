@@ -39,6 +39,7 @@ class GroupReport:
     repaired: list[int] = field(default_factory=list)
     unwritten: bool = False  # a planned epoch that was never begun (precompute --resume writes it)
     temporary: bool = False  # an epoch still under its temporary name: training does not see it
+    tmp_name: bool = False  # temporary under a name of its own: publishing it renames it
     renamed: str | None = None  # where --repair moved a finished temporary epoch
     conflict: str | None = None  # a temporary epoch whose final name is taken by another group
 
@@ -62,7 +63,7 @@ class GroupReport:
             return f"{self.name}: NOT WRITTEN (planned; `orient precompute --resume` writes it)"
         status = "ok" if self.ok else "DAMAGED" if self.damaged else "INCOMPLETE"
         if status == "INCOMPLETE" and not self.incomplete:
-            never = "renamed" if ".tmp-" in self.name else "given its completion marker"
+            never = "renamed" if self.tmp_name else "given its completion marker"
             status = (
                 f"NOT IN PLACE (all blocks written, never {never}: --repair or --resume does it)"
             )
@@ -210,11 +211,12 @@ def _verify_store(
         raise Unrepairable(f"{exc}{rebuild}") from None
     plan = Plan.from_json(store.meta["plan"])
     before = store.state_digest()
-    unfinished = store.unfinished_epochs()
-    names = store.tuple_groups() + unfinished
+    unfinished = store.temporary_groups()  # name -> epoch
+    epochs = {**{epoch_name(e): e for e in store.epochs()}, **unfinished}
+    names = store.tuple_groups() + list(unfinished)
     reports = []
     for name in names:
-        epoch = int(name.split("/")[1].replace(".tmp-", "")) if name.startswith("epochs/") else 0
+        epoch = epochs.get(name, 0)  # the full group: 0
         if not store.has_group(name):  # cut short while it was created: no block in it counts
             if not repair:
                 every = list(range(plan.n_blocks))
@@ -252,6 +254,7 @@ def _verify_store(
             if not np.array_equal(block_digest(fresh, plan.chunk_tuples), digests[b]):
                 rep.mismatched.append(int(b))
         rep.temporary = name in unfinished
+        rep.tmp_name = rep.temporary and name != epoch_name(epoch)
         if repair:
             for b in sorted(set(rep.damaged) | set(rep.incomplete)):
                 write_block(g, b, simulate(process, x0, plan, epoch, b, device))
@@ -264,7 +267,7 @@ def _verify_store(
                 rep.renamed = final
         reports.append(rep)
     # planned epochs never begun (a begun one is a group above, complete or not)
-    begun = {int(n.split("/")[1].replace(".tmp-", "")) for n in names if n.startswith("epochs/")}
+    begun = {epochs[n] for n in names if n in epochs}
     for e in store.missing_epochs():
         if e not in begun:
             reports.append(GroupReport(epoch_name(e), plan.n_blocks, unwritten=True))

@@ -406,19 +406,25 @@ class TupleStore:
             keys = [k for k, attrs in self._epoch_groups().items() if attrs.get(COMPLETE)]
         return sorted(int(k) for k in keys if k.isdigit())
 
-    def unfinished_epochs(self) -> list[str]:
-        """Groups of epochs begun and not in place: ``epochs/.tmp-NNNNN`` (being written, or
-        written and never published) and, on an object store, ``epochs/NNNNN`` without its
-        completion marker (a publication cut short, unless the ``.tmp-`` group it copies from is
-        still there: then that group is the epoch, and publishing it again replaces this one)."""
+    def temporary_groups(self) -> dict[str, int]:
+        """Groups of epochs begun and not in place, each with its epoch number:
+        ``epochs/.tmp-NNNNN`` (being written, or written and never published) and, on an object
+        store, ``epochs/NNNNN`` without its completion marker (a publication cut short, unless the
+        ``.tmp-`` group it copies from is still there: then that group is the epoch, and
+        publishing it again replaces this one). A group whose name is not
+        :func:`epoch_name` of its epoch is one that publishing renames."""
         groups = self._epoch_groups()
         tmp = sorted(k for k in groups if k.startswith(".tmp-"))
-        out = [f"epochs/{k}" for k in tmp]
+        out = {f"epochs/{k}": int(k.removeprefix(".tmp-")) for k in tmp}
         if not self.renames:
             for k in sorted(groups):
                 if k.isdigit() and not groups[k].get(COMPLETE) and f".tmp-{k}" not in groups:
-                    out.append(f"epochs/{k}")
+                    out[f"epochs/{k}"] = int(k)
         return out
+
+    def unfinished_epochs(self) -> list[str]:
+        """The names of :meth:`temporary_groups`."""
+        return list(self.temporary_groups())
 
     def missing_epochs(self) -> list[int]:
         """Planned epochs (``epochs_planned``, raised by a resume that adds epochs) not in place:
