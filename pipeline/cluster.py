@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from orient.storage.store import damage
+from orient.storage.errors import damage
 
 from .machine import available_cores
 

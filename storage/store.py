@@ -40,6 +40,7 @@ from orient.dynamics import Process, process_from_config
 
 from .chunkio import checksum, chunk_checksums, write_rows
 from .codecs import ENCODINGS
+from .errors import StoreError, damage  # defined in errors.py; importable from here as before
 
 FORMAT_VERSION = 3  # 2: block digests are CRC32C (were CRC-32); 3: one shard per block and array
 CREATING = "orient_creating"  # root attribute of a store whose creation has not finished
@@ -52,19 +53,6 @@ TRAINING_ARRAYS = ("x_t", "score", "t")
 # the listing and the read (a publication's temporary epoch, re-caching's oldest epoch). Readers
 # skip it, as they should; the warning would only alarm the user.
 warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr")
-
-
-def damage(exc: Exception) -> str:
-    """What a read error says about a store's bytes, in a few words."""
-    if isinstance(exc, json.JSONDecodeError):
-        return f"unreadable metadata: {exc.msg}"
-    if "checksum" in str(exc).lower():
-        return "checksum mismatch"
-    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-
-
-class StoreError(ValueError):
-    """A store that is missing, incomplete, corrupted or incompatible (one-line message)."""
 
 
 def software_versions() -> dict[str, str]:
