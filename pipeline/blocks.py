@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from orient.dynamics import Process, Transitions
-from orient.storage.chunkio import PAGE, page_aligned, shard_file_bytes
+from orient.storage.chunkio import page_aligned, whole_page_rows
 from orient.storage.codecs import ENCODINGS, carrier_view, encode_tensor, state_encoding
 from orient.storage.store import Layout
 
@@ -95,13 +95,7 @@ def group_bytes(plan: Plan) -> int:
     """Bytes on disk of one tuple group of ``plan`` (full, or one epoch): every block's shard of
     every array, padding rows and pages and CRCs included, and its digest and done marker
     (~20 bytes a block; the group's few KB of zarr.json come on top)."""
-    S, M = plan.state_shape, plan.M
-    state = math.prod(S) * np.dtype(ENCODINGS[state_encoding(plan.periodic)]).itemsize
-    rows = {"x_prev": state, "x_t": M * state, "score": M * math.prod(S) * 2, "t": 4, "src": 4}
-    per_block = sum(
-        shard_file_bytes(plan.tuples_per_block, plan.chunk_tuples, r) for r in rows.values()
-    )
-    return plan.n_blocks * (per_block + (4 + 4) + (1 + 4))
+    return plan.layout().file_bytes()
 
 
 def make_plan(
@@ -143,7 +137,7 @@ def make_plan(
     # the fewest chunks, then the fewest padding rows, in whole pages of x_prev when that takes
     # only a few rows (chunks of whole pages are written with direct I/O straight from the block)
     row = math.prod(state_shape) * np.dtype(ENCODINGS[state_encoding(periodic)]).itemsize
-    q = PAGE // math.gcd(PAGE, row)
+    q = whole_page_rows(row)
     q = q if q <= max(1, target // 8) else 1
     chunk = -(-math.ceil(raw / math.ceil(raw / target)) // q) * q
     tpb = math.ceil(raw / chunk) * chunk

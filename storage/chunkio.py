@@ -168,6 +168,12 @@ def _slot(step: int, in_place: bool) -> int:
     return step + PAGE if in_place else _pages(step + 4)
 
 
+def whole_page_rows(row_bytes: int) -> int:
+    """The fewest rows of ``row_bytes`` bytes that fill whole pages: chunks of a multiple of it
+    are written with direct I/O straight from a block buffer (:func:`page_aligned`)."""
+    return PAGE // math.gcd(PAGE, row_bytes)
+
+
 def shard_file_bytes(rows: int, chunk_rows: int, row_bytes: int) -> int:
     """Size of a shard file of ``rows`` rows in chunks of ``chunk_rows`` as :func:`write_rows`
     writes it from a block buffer (an upper bound for Zarr's own, unpadded shards)."""

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -38,7 +39,7 @@ import zarr.codecs as zc
 
 from orient.dynamics import Process, process_from_config
 
-from .chunkio import checksum, chunk_checksums, write_rows
+from .chunkio import checksum, chunk_checksums, shard_file_bytes, write_rows
 from .codecs import ENCODINGS
 from .errors import StoreError, damage  # defined in errors.py; importable from here as before
 
@@ -98,6 +99,27 @@ class Layout:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "state_shape": list(self.state_shape)}
+
+    def rows(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Each tuple array's row shape and dtype."""
+        S, M, sdt = self.state_shape, self.M, ENCODINGS[self.state_encoding]
+        rows = {"x_prev": ((*S,), sdt), "x_t": ((M, *S), sdt), "score": ((M, *S), "float16")}
+        return rows | {"t": ((), "int32"), "src": ((), "int32")}
+
+    def file_bytes(self) -> int:
+        """Bytes on disk of one tuple group of this layout, as :func:`write_block` writes it:
+        every block's shard of every array, padding rows and pages and CRCs included, and its
+        digest and done marker (each chunk with its CRC32C: ~20 bytes a block); the group's few
+        KB of zarr.json come on top."""
+        per_block = sum(
+            shard_file_bytes(
+                self.tuples_per_block,
+                self.chunk_tuples,
+                math.prod(row) * np.dtype(dtype).itemsize,
+            )
+            for row, dtype in self.rows().values()
+        )
+        return self.n_blocks * (per_block + (4 + 4) + (1 + 4))
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Layout:
@@ -301,10 +323,12 @@ class TupleStore:
     def create_tuple_group(self, name: str, layout: Layout) -> zarr.Group:
         """Create the arrays of a tuple group (no data; chunks aligned to blocks)."""
         g = self.root.create_group(name, overwrite=True)
-        n, ct, S, M = layout.n_tuples, layout.chunk_tuples, layout.state_shape, layout.M
-        tpb, sdt = layout.tuples_per_block, ENCODINGS[layout.state_encoding]
-        specs = {"x_prev": ((*S,), sdt), "x_t": ((M, *S), sdt), "score": ((M, *S), "float16")}
-        specs |= {"t": ((), "int32"), "src": ((), "int32")}
+        n, ct, tpb, specs = (
+            layout.n_tuples,
+            layout.chunk_tuples,
+            layout.tuples_per_block,
+            layout.rows(),
+        )
         # one shard (file) per block; inner chunks of ct rows are what readers read, each with its
         # CRC32C. write_empty_chunks: every chunk is written (a missing one is damage, not "all
         # zero"), and zarr skips its per-chunk fill-value scan, which cost more than the write
