@@ -89,8 +89,11 @@ def train(
         )
     if resume and not list_checkpoints(out):
         raise UserError(f"--resume: no checkpoint in {out}")
+    writer = None
+    if recache:  # the precompute stage's own epoch writing
+        from orient.pipeline.precompute import epoch_writer as writer
     try:
-        run(cfg)
+        run(cfg, epoch_writer=writer)
     except TrainingInterrupted as exc:
         if int(os.environ.get("RANK", "0")) != 0:  # rank 0 tells the user
             raise SystemExit(exc.exit_code) from None

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -400,6 +400,23 @@ def write_epoch(
     n, b = _run_group(client, store, tmp, plan, epoch, device, f"epoch {epoch}", io_threads)
     store.rename_group(tmp, epoch_name(epoch))
     return n, b
+
+
+@contextlib.contextmanager
+def epoch_writer(store: TupleStore, workers: int) -> Iterator[Callable[[TupleStore, int], Any]]:
+    """What ``train --recache`` writes epochs with: a local Dask cluster of ``workers`` on the
+    store's recorded device, and ``write(store, epoch)``, :func:`write_epoch` of the store's
+    recorded plan on it (with the device's default writer threads). Leaving the context closes
+    the cluster, which ends an epoch write in flight (it stays resumable)."""
+    plan = Plan.from_json(store.meta["plan"])
+    device = store.meta.get("device", "cpu")
+    io_threads = DEFAULT_IO_THREADS[device.split(":")[0]]
+    with dask_client(workers, None, device) as client:
+
+        def write(store: TupleStore, epoch: int) -> tuple[int, int]:
+            return write_epoch(client, store, plan, epoch, device, io_threads)
+
+        yield write
 
 
 def run_precompute(cfg: PrecomputeConfig, log: Any = None) -> Summary:

@@ -1,8 +1,9 @@
 """Per-epoch re-caching: while the trainer reads epoch e, the precompute stage writes epoch e+1.
 
-The writing is the precompute stage's own ``write_epoch`` on a Dask cluster (not a copy), run from
-a background thread. At most ``keep_epochs`` epochs (counting the one being written) exist on
-disk; an epoch is deleted only once the trainer has moved past it.
+The writing is the precompute stage's own (``orient.pipeline.precompute.epoch_writer``: its
+``write_epoch`` on a Dask cluster, not a copy), handed in by the caller and run from a background
+thread. At most ``keep_epochs`` epochs (counting the one being written) exist on disk; an epoch
+is deleted only once the trainer has moved past it.
 """
 
 from __future__ import annotations
@@ -10,19 +11,31 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from orient.pipeline.blocks import Plan
-from orient.pipeline.cluster import dask_client
-from orient.pipeline.precompute import DEFAULT_IO_THREADS, write_epoch
 from orient.storage.store import StoreError, TupleStore, writer_lock
+
+EpochWrite = Callable[[TupleStore, int], Any]
+"""``write(store, epoch)``: write ``epoch`` of ``store`` and put it in place (skips one in place)."""
+
+EpochWriter = Callable[[TupleStore, int], contextlib.AbstractContextManager[EpochWrite]]
+"""``epoch_writer(store, workers)``: a context manager that sets up ``workers`` writers for the
+store (opened for writing) and yields its :data:`EpochWrite`; leaving it stops them, ending an
+epoch write in flight (it stays resumable)."""
 
 
 class Recacher:
-    def __init__(self, store: TupleStore, keep_epochs: int, workers: int, log: Any) -> None:
-        self.plan = Plan.from_json(store.meta["plan"])
-        if self.plan.mode != "epoch":
+    def __init__(
+        self,
+        store: TupleStore,
+        keep_epochs: int,
+        workers: int,
+        log: Any,
+        epoch_writer: EpochWriter,
+    ) -> None:
+        if store.meta["plan"].get("mode") != "epoch":
             raise StoreError(
                 f"--recache needs a per-epoch store; {store.url} is a full cache "
                 "(precompute it with --tuples-per-chain or --disk-budget)"
@@ -36,22 +49,13 @@ class Recacher:
         self.store = TupleStore.open(store.url, mode="r+")
         self.keep = keep_epochs
         self.log = log
-        self.device = store.meta.get("device", "cpu")
-        self.client = self._stack.enter_context(dask_client(workers, None, self.device))
+        self.write = self._stack.enter_context(epoch_writer(self.store, workers))
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recache")
         self.pending: dict[int, Future] = {}
 
     def _submit(self, epoch: int) -> None:
         if epoch not in self.pending and epoch not in self.store.epochs():
-            self.pending[epoch] = self.pool.submit(
-                write_epoch,
-                self.client,
-                self.store,
-                self.plan,
-                epoch,
-                self.device,
-                DEFAULT_IO_THREADS[self.device.split(":")[0]],
-            )
+            self.pending[epoch] = self.pool.submit(self.write, self.store, epoch)
 
     def prepare(self, epoch: int) -> None:
         """Before reading ``epoch``: make sure it is in place, drop old epochs, start the next."""
@@ -72,7 +76,7 @@ class Recacher:
         self._submit(epoch + 1)
 
     def close(self) -> None:
-        """Stop: closing the cluster first ends an in-flight epoch write (it stays resumable)."""
+        """Stop: closing the writers first ends an in-flight epoch write (it stays resumable)."""
         with contextlib.suppress(Exception):
             self._stack.close()
         self.pool.shutdown(wait=True, cancel_futures=True)

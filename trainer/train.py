@@ -34,6 +34,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .models import PRESETS, build_model, count_parameters, model_config
+from .recache import EpochWriter
 from .score_model import EMA, ScoreModel, local_score_loss
 
 TRAIN_FORMAT = 1
@@ -264,18 +265,24 @@ class RunLog:
             self.tb.close()
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig, epoch_writer: EpochWriter | None = None) -> Path:
     """Train (or resume) a run; returns the path of the final checkpoint.
+
+    ``epoch_writer`` (needed by ``cfg.recache``): what writes the next epochs
+    (:data:`orient.trainer.recache.EpochWriter`; ``orient train`` passes the precompute stage's
+    ``orient.pipeline.precompute.epoch_writer``).
 
     SIGINT or SIGTERM stops the run after the step in progress, writes a checkpoint of it and
     raises TrainingInterrupted (the run continues exactly with ``--resume``).
     """
     validate_config(cfg)
+    if cfg.recache and epoch_writer is None:
+        raise ValueError("recache: train() needs an epoch_writer (what writes the next epochs)")
     with _StopRequest(announce=int(os.environ.get("RANK", "0")) == 0) as stop:
-        return _train(cfg, stop)
+        return _train(cfg, stop, epoch_writer)
 
 
-def _train(cfg: TrainConfig, stop: _StopRequest) -> Path:
+def _train(cfg: TrainConfig, stop: _StopRequest, epoch_writer: EpochWriter | None) -> Path:
     rank, world, device = _distributed(resolve_device(cfg.device))
 
     def say(message: str) -> None:
@@ -356,7 +363,8 @@ def _train(cfg: TrainConfig, stop: _StopRequest) -> Path:
     if cfg.recache:
         from .recache import Recacher
 
-        recache = Recacher(store, cfg.keep_epochs, cfg.recache_workers, log)
+        assert epoch_writer is not None  # train() checks it
+        recache = Recacher(store, cfg.keep_epochs, cfg.recache_workers, log, epoch_writer)
     total_epochs = cfg.epochs if cfg.epochs is not None else math.inf
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     t_last, n_last, wait_last = time.perf_counter(), 0, 0.0
