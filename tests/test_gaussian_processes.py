@@ -287,3 +287,23 @@ def test_gou_time_grid_is_quadratic_and_old_configs_stay_uniform():
     assert uniform.grid_power == 1.0
     with pytest.raises(ValueError, match="time grids"):
         create_process("gou", steps=100, schedule="cosine", example=target_samples(500).float())
+
+
+def test_gou_baseline_is_the_exact_score_of_the_fitted_gaussian():
+    """For data N(mu, U diag(lambda) U^T), the fitted moments, the baseline is the exact marginal
+    score at every t; configs written before it (no ``baseline``) have none."""
+    p = fitted_gou(T=40)
+    C0 = (p.U * p.lam) @ p.U.T
+    x = target_samples(5, seed=3)
+    for t in (1, 20, 40):
+        A = (p.U * torch.exp(p.c * p.times[t])) @ p.U.T
+        _, noise = p.moments(p.mu[None], float(p.times[t]))
+        cov = A @ C0 @ A.T + noise
+        want = -(x - p.mu) @ torch.linalg.inv(cov)
+        torch.testing.assert_close(p.baseline_score(x, t), want)
+    tt = torch.tensor([1, 40, 20, 3, 7])
+    rows = torch.cat([p.baseline_score(x[i : i + 1], int(tt[i])) for i in range(5)])
+    torch.testing.assert_close(p.baseline_score(x, tt), rows)
+    cfg = json.loads(json.dumps(p.to_config()))
+    del cfg["baseline"]
+    assert GOUProcess.from_config(cfg, p.buffers()).baseline_score(x, 3) is None
