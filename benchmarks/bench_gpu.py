@@ -38,7 +38,7 @@ import torch
 from bench_precompute import simulate_in_memory
 from common import save
 
-from orient.dynamics import create_process
+from orient.dynamics import create_process, process_from_config
 from orient.pipeline.blocks import Plan
 from orient.pipeline.fingerprints import generate_fingerprints_with_labels
 from orient.pipeline.precompute import PrecomputeConfig, run_precompute
@@ -213,7 +213,7 @@ def end_to_end(
         runs.append((time.perf_counter() - t0, s))
     store = TupleStore.open(str(tmp / "e2e-0.zarr"))
     plan = Plan.from_json(store.meta["plan"])
-    process, x0 = store.process().to(device), store.source()
+    process, x0 = store.process(process_from_config).to(device), store.source()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as precompute's worker does
     mem = []

@@ -40,6 +40,7 @@ def in_process(url: str, repeats: int) -> dict:
     """bare / simulate_block / task, alternating per block; then simulate_block's parts."""
     import torch
 
+    from orient.dynamics import process_from_config
     from orient.pipeline import tasks
     from orient.pipeline.blocks import Plan, block_buffers, block_start, run_chains, simulate_block
     from orient.storage.codecs import carrier_view, encode_tensor, state_encoding
@@ -48,7 +49,7 @@ def in_process(url: str, repeats: int) -> dict:
     torch.set_num_threads(1)
     store = TupleStore.open(url, mode="r+")
     plan = Plan.from_json(store.meta["plan"])
-    process, x0, out = store.process(), store.source(), block_buffers(plan)
+    process, x0, out = store.process(process_from_config), store.source(), block_buffers(plan)
 
     def bare(b: int) -> None:
         _, E, _, g, x = block_start(process, x0, plan, 0, b)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from common import save, timed
 
+from orient.dynamics import process_from_config
 from orient.pipeline.blocks import Plan, block_start, run_chains
 from orient.pipeline.cluster import WORKER_ENV
 from orient.pipeline.precompute import PrecomputeConfig, run_precompute
@@ -60,7 +61,7 @@ def _block(b: int) -> int:
     if "process" not in _W:
         store = TupleStore.open(_W["url"])
         plan = Plan.from_json(store.meta["plan"])
-        _W.update(process=store.process(), x0=store.source(), plan=plan)
+        _W.update(process=store.process(process_from_config), x0=store.source(), plan=plan)
     return simulate_in_memory(_W["process"], _W["x0"], _W["plan"], b)
 
 

@@ -59,13 +59,14 @@ def raw_write(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def worker(mode: str, index: int, url: str, scratch: str, queue: mp.Queue) -> None:
     import torch
 
+    from orient.dynamics import process_from_config
     from orient.pipeline.blocks import Plan, block_buffers, simulate_block
     from orient.storage.store import TupleStore, write_block
 
     torch.set_num_threads(1)
     store = TupleStore.open(url, mode="r+")
     plan = Plan.from_json(store.meta["plan"])
-    group, process, x0 = store.root["full"], store.process(), store.source()
+    group, process, x0 = store.root["full"], store.process(process_from_config), store.source()
     buffers = [block_buffers(plan), block_buffers(plan)]
     raw_path = Path(scratch) / f"raw-{index}.bin"
     write = {

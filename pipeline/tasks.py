@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from orient.dynamics import process_from_config
 from orient.storage.store import TupleStore, write_block
 
 from .blocks import Plan, block_buffers, simulate_block
@@ -43,7 +44,7 @@ def _opened(url: str, process_hash: str, device: str) -> tuple[TupleStore, Any, 
         if key not in _CACHE:
             store = TupleStore.open(url, mode="r+")
             _CACHE.clear()
-            _CACHE[key] = (store, store.process().to(device), store.source())
+            _CACHE[key] = (store, store.process(process_from_config).to(device), store.source())
         return _CACHE[key]
 
 

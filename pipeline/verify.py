@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from orient.dynamics import process_from_config
 from orient.storage.chunkio import shard_padding_is_clean
 from orient.storage.store import (
     TUPLE_ARRAYS,
@@ -205,7 +206,7 @@ def _verify_store(
         for path in store.own_arrays():
             a = store.read_array(path)
             x0 = a if path == store.SOURCE else x0  # kept (SOCOFing-size: ~200 MB read once)
-        process = store.process().to(device)
+        process = store.process(process_from_config).to(device)
         x0 = store.source() if x0 is None else x0
     except StoreError as exc:
         raise Unrepairable(f"{exc}{rebuild}") from None

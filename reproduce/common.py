@@ -219,6 +219,7 @@ def shrink_png(path: Path) -> None:
 
 def run_arm(run: Run, spec: ArmSpec, budget: Budget, tag: str = "") -> ArmResult:
     """precompute -> train -> sample for one arm; returns its samples and its store's data."""
+    from orient.dynamics import process_from_config
     from orient.sampler import sample, save_samples
     from orient.storage.store import TupleStore
 
@@ -257,7 +258,7 @@ def run_arm(run: Run, spec: ArmSpec, budget: Budget, tag: str = "") -> ArmResult
     save_samples(res, run.work / f"{name}-samples", meta)
     st = TupleStore.open(store)
     held_out, train_data = st.held_out(), st.source()
-    config = st.process().to_config()
+    config = st.process(process_from_config).to_config()
     if not opts.keep_stores:
         shutil.rmtree(store, ignore_errors=True)
     return ArmResult(

@@ -26,18 +26,16 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 import zarr
 import zarr.codecs as zc
-
-from orient.dynamics import Process, process_from_config
 
 from .chunkio import checksum, chunk_checksums, shard_file_bytes, write_rows
 from .codecs import ENCODINGS
@@ -79,6 +77,23 @@ def epoch_name(epoch: int) -> str:
 
 def tmp_epoch_name(epoch: int) -> str:
     return f"epochs/.tmp-{epoch:05d}"
+
+
+class ProcessRecord(Protocol):
+    """What a store records of the process it is written for (``orient.dynamics.Process`` is
+    one): its JSON configuration, the hash of it and its fitted buffers. The store never builds
+    a process: :meth:`TupleStore.process` hands the recorded configuration and buffers to the
+    caller's ``rebuild`` (``orient.dynamics.process_from_config``)."""
+
+    @property
+    def config_hash(self) -> str: ...
+
+    def to_config(self) -> dict[str, Any]: ...
+
+    def buffers(self) -> Mapping[str, torch.Tensor]: ...
+
+
+P = TypeVar("P", bound=ProcessRecord)
 
 
 def _checked() -> list:
@@ -154,7 +169,7 @@ class TupleStore:
         cls,
         url: str,
         meta: dict[str, Any],
-        process: Process,
+        process: ProcessRecord,
         x0: np.ndarray,
         source_index: np.ndarray,
         test_index: np.ndarray,
@@ -212,13 +227,22 @@ class TupleStore:
         return cls(url, root)
 
     # -- metadata ------------------------------------------------------------------------------
-    def process(self) -> Process:
-        """Rebuild exactly the process that wrote this store."""
-        bufs = {
+    def process_config(self) -> dict[str, Any]:
+        """The recorded configuration of the process that wrote this store (a copy)."""
+        return json.loads(json.dumps(self.meta["process"]))
+
+    def process_buffers(self) -> dict[str, torch.Tensor]:
+        """The process's fitted buffers, by the names its configuration lists (float64)."""
+        return {
             name: torch.from_numpy(self.read_array(f"process/{name}"))
             for name in self.meta["process"].get("buffers", {})
         }
-        proc = process_from_config(self.meta["process"], bufs)
+
+    def process(self, rebuild: Callable[[dict[str, Any], dict[str, torch.Tensor]], P]) -> P:
+        """Rebuild exactly the process that wrote this store: ``rebuild(config, buffers)``
+        (``orient.dynamics.process_from_config``) of :meth:`process_config` and
+        :meth:`process_buffers`, checked against the recorded hash."""
+        proc = rebuild(self.process_config(), self.process_buffers())
         if proc.config_hash != self.meta["process_hash"]:
             raise StoreError(
                 f"{self.url}: the process configuration does not match its recorded hash"
@@ -737,8 +761,14 @@ def clear(url: str) -> None:
 
 
 def describe_process(config: dict[str, Any]) -> str:
-    parts = [config["process"]]
-    for key in ("variant", "instance", "schedule"):
-        if config.get(key):
-            parts.append(str(config[key]))
-    return f"{'/'.join(parts)} T={config['T']}"
+    """A process configuration in one line, whatever the process: its kind and the values of
+    its string fields joined by "/", then T and every other number or flag as ``key=value``
+    (nested fields, lists and unset ones left out), e.g. "kuramoto/local/inside T=100 window=5"."""
+    scalars = {
+        k: v
+        for k, v in config.items()
+        if k not in ("format", "process", "T") and isinstance(v, str | int | float | bool)
+    }
+    names = [str(config["process"]), *(v for v in scalars.values() if isinstance(v, str) and v)]
+    numbers = [f"{k}={v}" for k, v in scalars.items() if not isinstance(v, str)]
+    return " ".join([f"{'/'.join(names)} T={config['T']}", *numbers])

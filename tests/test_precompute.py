@@ -57,7 +57,9 @@ def test_store_carries_its_full_configuration(small_store):
     m = store.meta
     assert m["format_version"] == FORMAT_VERSION and m["software"]["orient"] == version("orient")
     assert set(m["software"]) >= {"torch", "zarr", "numpy"}
-    process = store.process()  # rebuilt from the config and buffers, checked against the hash
+    process = store.process(
+        process_from_config
+    )  # rebuilt from the config and buffers, checked against the hash
     assert process.config_hash == m["process_hash"] == process_from_config(m["process"]).config_hash
     assert m["dataset"] == {
         "name": "synthetic-fingerprints",
@@ -355,6 +357,7 @@ def test_verify_recomputes_blocks_and_finds_one_written_from_other_draws(
 ):
     """A block whose chunks, CRCs and digest are all consistent, but which was simulated from other
     draws than the recorded seeds give (here: another epoch's), is caught only by recomputation."""
+    from orient.dynamics import process_from_config
     from orient.pipeline.blocks import Plan, simulate_block
     from orient.storage.store import TupleStore, write_block
 
@@ -362,7 +365,7 @@ def test_verify_recomputes_blocks_and_finds_one_written_from_other_draws(
     shutil.copytree(small_store, copy)
     store = TupleStore.open(str(copy), mode="r+")
     plan = Plan.from_json(store.meta["plan"])
-    other = simulate_block(store.process(), store.source(), plan, 7, 1)
+    other = simulate_block(store.process(process_from_config), store.source(), plan, 7, 1)
     write_block(store.group("full"), 1, other)
     code, stdout, _ = run_cli(["verify", str(copy), "--recompute", "0"], capsys)
     assert code == 0  # every checksum and digest holds

@@ -95,6 +95,7 @@ def test_blocks_written_after_a_verification_make_its_record_stale(small_store, 
 
 
 def test_a_block_rewritten_with_other_bytes_makes_the_record_stale(small_store, tmp_path, capsys):
+    from orient.dynamics import process_from_config
     from orient.pipeline.blocks import Plan, simulate_block
     from orient.storage.store import TupleStore, write_block
 
@@ -102,10 +103,10 @@ def test_a_block_rewritten_with_other_bytes_makes_the_record_stale(small_store, 
     assert run_cli(["verify", str(copy), "--recompute", "0"], capsys)[0] == 0
     store = TupleStore.open(str(copy), mode="r+")
     plan = Plan.from_json(store.meta["plan"])
-    same = simulate_block(store.process(), store.source(), plan, 0, 1)
+    same = simulate_block(store.process(process_from_config), store.source(), plan, 0, 1)
     write_block(store.group("full"), 1, same)  # the same bytes: the record still holds
     assert not _record(copy, capsys)["stale"]
-    other = simulate_block(store.process(), store.source(), plan, 7, 1)
+    other = simulate_block(store.process(process_from_config), store.source(), plan, 7, 1)
     write_block(store.group("full"), 1, other)
     assert _record(copy, capsys)["stale"] and "STALE" in _verified(copy, capsys)
     assert np.asarray(zarr.open_group(str(copy), mode="r")["full/done"][...]).all()

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from orient.dynamics import process_from_config
 from orient.storage.reader import TupleReader
 from orient.storage.store import StoreError, TupleStore, describe_process
 
@@ -293,7 +294,7 @@ def _train(cfg: TrainConfig, stop: _StopRequest, epoch_writer: EpochWriter | Non
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     store = TupleStore.open(cfg.store)
-    process = store.process().to(device)
+    process = store.process(process_from_config).to(device)
     run_dir = Path(cfg.out)
     existing = list_checkpoints(run_dir)
     resume_from = existing[-1] if existing else None
