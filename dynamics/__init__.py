@@ -6,13 +6,13 @@ and the sampler use :func:`create_process` / :func:`process_from_config` and the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from torch import Tensor
 
-from .base import Process, Transitions, append_dims
+from .base import Process, Transitions, append_dims, check_options
 from .gou import GOUProcess
 from .kuramoto import KuramotoProcess
 from .spde import SPDEProcess
@@ -22,17 +22,29 @@ PROCESS_CLASSES: dict[str, type[Process]] = {
     cls.kind: cls for cls in (KuramotoProcess, VPProcess, GOUProcess, SPDEProcess)
 }
 
+# CLI names -> (class, the keywords that pick the chain of that class)
+REGISTRY: dict[str, tuple[type[Process], dict[str, str]]] = {
+    "kuramoto-local": (KuramotoProcess, {"variant": "local"}),
+    "kuramoto-global": (KuramotoProcess, {"variant": "global"}),
+    "kuramoto-ref": (KuramotoProcess, {"variant": "ref"}),
+    "vp": (VPProcess, {}),
+    "gou": (GOUProcess, {}),
+    "spde-aniso": (SPDEProcess, {"instance": "anisotropic"}),
+    "spde-heat": (SPDEProcess, {"instance": "heat"}),
+    "spde-ve": (SPDEProcess, {"instance": "ve"}),
+}
+
 # CLI names -> constructors taking (steps=, schedule=, example=, **options)
 PROCESSES: dict[str, Callable[..., Process]] = {
-    "kuramoto-local": partial(KuramotoProcess.create, variant="local"),
-    "kuramoto-global": partial(KuramotoProcess.create, variant="global"),
-    "kuramoto-ref": partial(KuramotoProcess.create, variant="ref"),
-    "vp": VPProcess.create,
-    "gou": GOUProcess.create,
-    "spde-aniso": partial(SPDEProcess.create, instance="anisotropic"),
-    "spde-heat": partial(SPDEProcess.create, instance="heat"),
-    "spde-ve": partial(SPDEProcess.create, instance="ve"),
+    name: partial(cls.create, **fixed) for name, (cls, fixed) in REGISTRY.items()
 }
+
+
+def process_options(name: str) -> Mapping[str, str]:
+    """The options (``--process-opt``) that process ``name`` takes, each with what it accepts."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown process {name!r}; choose one of {', '.join(PROCESSES)}")
+    return REGISTRY[name][0].options
 
 
 def create_process(
@@ -41,16 +53,11 @@ def create_process(
     """Build the process called ``name`` (a key of :data:`PROCESSES`) for data like ``example``.
 
     ``steps`` None lets the process choose T (DEFAULT_STEPS, or more where its scheme needs it).
+    ``options`` are checked against the process's declared :attr:`Process.options` first.
     """
-    if name not in PROCESSES:
-        raise ValueError(f"unknown process {name!r}; choose one of {', '.join(PROCESSES)}")
-    try:
-        return PROCESSES[name](steps=steps, schedule=schedule, example=example, **options)
-    except TypeError as exc:  # an option the process does not take
-        if "unexpected keyword argument" not in str(exc):
-            raise
-        bad = str(exc).split("argument")[-1].strip()
-        raise ValueError(f"process {name} has no option {bad} (see docs/processes.md)") from None
+    process_options(name)  # an unknown name is an error
+    check_options(REGISTRY[name][0], options, name)
+    return PROCESSES[name](steps=steps, schedule=schedule, example=example, **options)
 
 
 def process_from_config(
@@ -66,9 +73,12 @@ def process_from_config(
 __all__ = [
     "PROCESSES",
     "PROCESS_CLASSES",
+    "REGISTRY",
     "Process",
     "Transitions",
     "append_dims",
+    "check_options",
     "create_process",
     "process_from_config",
+    "process_options",
 ]

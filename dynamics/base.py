@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -112,6 +113,16 @@ class Process(ABC):
 
     kind: ClassVar[str]  # the config's "process" field; one class per kind
     periodic: ClassVar[bool] = False
+    # the keyword options ``create`` takes (``--process-opt``), each with what it accepts;
+    # checked by :func:`check_options`, the one place that rejects an unknown option
+    options: ClassVar[Mapping[str, str]] = {}
+    # values for parameters that configs written by earlier versions lack (GOU's grid_power,
+    # the SPDE's scheme): such a config rebuilds the chain that wrote it
+    config_defaults: ClassVar[Mapping[str, Any]] = {}
+    # config keys that say which chain of its kind this is (Kuramoto's variant, the SPDE's
+    # instance), and those of its schedule, for :meth:`describe`
+    describe_keys: ClassVar[tuple[str, ...]] = ()
+    schedule_keys: ClassVar[tuple[str, ...]] = ("schedule",)
     T: int
     state_ndim: int  # number of state dims after the batch dim (3 for C,H,W images, 1 for vectors)
 
@@ -307,6 +318,32 @@ class Process(ABC):
         return hashlib.sha256(canonical_json(self.to_config()).encode()).hexdigest()
 
     @classmethod
+    def config_params(cls, config: Mapping[str, Any], keys: Any) -> dict[str, Any]:
+        """``{k: config[k]}`` for the parameters ``keys``, a key missing from an earlier
+        version's config taking its value from :attr:`config_defaults` (else a KeyError)."""
+        return {k: config[k] if k in config else cls.config_defaults[k] for k in keys}
+
+    def describe(self) -> str:
+        """One line for people: kind, variant or instance, T and the schedule, e.g.
+        ``kuramoto local T=100 schedule=local-100``, from :meth:`to_config` alone."""
+        return self.describe_config(self.to_config())
+
+    @classmethod
+    def describe_config(cls, config: Mapping[str, Any]) -> str:
+        """:meth:`describe` of the process ``config`` records (no buffers needed). A named
+        schedule stands for its endpoints, which are shown only when it has no name."""
+        parts = [str(config["process"])]
+        parts += [str(config[k]) for k in cls.describe_keys if config.get(k) is not None]
+        parts.append(f"T={config['T']}")
+        for key in cls.schedule_keys:
+            value = config.get(key)
+            if value is None or (key == "endpoints" and config.get("schedule")):
+                continue
+            items = value.items() if isinstance(value, Mapping) else [(key, value)]
+            parts += [f"{k}={_short(v)}" for k, v in items]
+        return " ".join(parts)
+
+    @classmethod
     @abstractmethod
     def create(cls, *, steps: int, schedule: str | None, example: Tensor, **params: Any) -> Process:
         """Build for data like ``example`` (a data-space batch (B, *S)) from CLI-level options.
@@ -331,6 +368,29 @@ class Process(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({canonical_json(self._params())[:200]})"
+
+
+def _short(value: Any) -> str:
+    """A config value in a few characters: numbers with 4 significant digits, pairs as a:b."""
+    if isinstance(value, list | tuple):
+        return ":".join(_short(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def check_options(cls: type[Process], options: Mapping[str, Any], name: str | None = None) -> None:
+    """Reject options that process class ``cls`` does not declare in :attr:`Process.options`,
+    in one line that lists those it takes; ``name`` is the process's CLI name (default: its
+    config kind)."""
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        s = "s" if len(unknown) > 1 else ""
+        takes = ", ".join(sorted(cls.options)) or "none"
+        raise ValueError(
+            f"process {name or cls.kind} has no option{s} {', '.join(map(repr, unknown))}; "
+            f"it takes: {takes}"
+        )
 
 
 def check_buffers(config: dict[str, Any], buffers: dict[str, Tensor] | None) -> dict[str, Tensor]:

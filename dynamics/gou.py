@@ -27,6 +27,7 @@ from .base import (
     Process,
     check_buffers,
     check_config_kind,
+    check_options,
     check_positive,
     check_steps,
     randn,
@@ -65,6 +66,23 @@ class GOUProcess(Process):
     """GOU chain on vectors (B, d) (any (B, *S) state is flattened to d = prod(S))."""
 
     kind = "gou"
+    options = {
+        "a": "float >= 0, a + gamma = 1",
+        "gamma": "float >= 0, a + gamma = 1",
+        "b": "float > 0",
+        "beta": "float > 0",
+        "horizon": "float > 0",
+        "grid_power": "float > 0",
+        "baseline": "true or false (the fitted Gaussian's score added to the network's)",
+        "prior": "anchors or stationary",
+        "n_anchors": "int >= 1",
+        "anchor_mode": "kmeans or data",
+        "anchor_seed": "int",
+    }
+    FIT_OPTIONS = ("n_anchors", "anchor_mode", "anchor_seed")  # recorded in the config's "fit"
+    # configs before the grid were uniform and had no baseline score
+    config_defaults = {"grid_power": 1.0, "baseline": False}
+    schedule_keys = ("horizon", "grid_power")
 
     def __init__(
         self,
@@ -317,6 +335,7 @@ class GOUProcess(Process):
     def create(
         cls, *, steps: int | None, schedule: str | None, example: Tensor, **params: Any
     ) -> GOUProcess:
+        check_options(cls, params)
         steps = DEFAULT_STEPS if steps is None else steps
         grids = {"uniform": 1.0, "quadratic": 2.0}
         if schedule is not None:
@@ -336,20 +355,6 @@ class GOUProcess(Process):
     ) -> GOUProcess:
         check_config_kind(cls, config)
         bufs = check_buffers(config, buffers)
-        return cls(
-            T=config["T"],
-            mu=bufs["mu"],
-            U=bufs["U"],
-            lam=bufs["lam"],
-            anchors=bufs["anchors"],
-            a=config["a"],
-            b=config["b"],
-            gamma=config["gamma"],
-            beta=config["beta"],
-            horizon=config["horizon"],
-            prior=config["prior"],
-            state_ndim=config["state_ndim"],
-            fit=config["fit"],
-            grid_power=config.get("grid_power", 1.0),  # configs before the grid were uniform
-            baseline=config.get("baseline", False),  # and had no baseline score
-        )
+        keys = [k for k in cls.options if k not in cls.FIT_OPTIONS]
+        params = cls.config_params(config, ("state_ndim", "fit", *keys))
+        return cls(config["T"], bufs["mu"], bufs["U"], bufs["lam"], bufs["anchors"], **params)

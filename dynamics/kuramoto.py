@@ -31,6 +31,7 @@ from .base import (
     Process,
     Transitions,
     check_config_kind,
+    check_options,
     check_positive,
     check_steps,
     randn,
@@ -119,6 +120,17 @@ class KuramotoProcess(Process):
 
     kind = "kuramoto"
     periodic = True
+    options = {
+        "window": "odd int >= 1",
+        "boundary": "inside, reflect or circular",
+        "channels": "independent or joint",
+        "psi_ref": "float (rad)",
+        "n_terms": "int >= 1",
+        "prior_r": "float in [0, 1]",
+        "prior_kappa": "float >= 0 or null (eq. 7)",
+    }
+    describe_keys = ("variant",)
+    schedule_keys = ("schedule", "endpoints")
 
     def __init__(
         self,
@@ -350,11 +362,18 @@ class KuramotoProcess(Process):
 
     @classmethod
     def create(
-        cls, *, steps: int | None, schedule: str | None, example: Tensor, **params: Any
+        cls,
+        *,
+        steps: int | None,
+        schedule: str | None,
+        example: Tensor,
+        variant: Variant = "local",
+        **params: Any,
     ) -> KuramotoProcess:
+        check_options(cls, params)
         steps = DEFAULT_STEPS if steps is None else steps
         sched = named_or_custom(schedule)
-        return cls(T=steps, schedule=sched, state_ndim=example.ndim - 1, **params)
+        return cls(steps, variant, sched, state_ndim=example.ndim - 1, **params)
 
     @classmethod
     def from_config(
@@ -362,16 +381,5 @@ class KuramotoProcess(Process):
     ) -> KuramotoProcess:
         check_config_kind(cls, config)
         schedule = config["schedule"] or {k: tuple(v) for k, v in config["endpoints"].items()}
-        return cls(
-            T=config["T"],
-            variant=config["variant"],
-            schedule=schedule,
-            window=config["window"],
-            boundary=config["boundary"],
-            channels=config["channels"],
-            psi_ref=config["psi_ref"],
-            n_terms=config["n_terms"],
-            prior_kappa=config["prior_kappa"],
-            prior_r=config["prior_r"],
-            state_ndim=config["state_ndim"],
-        )
+        params = cls.config_params(config, ("variant", "state_ndim", *cls.options))
+        return cls(config["T"], schedule=schedule, **params)

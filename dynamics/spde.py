@@ -41,6 +41,7 @@ from .base import (
     Process,
     check_buffers,
     check_config_kind,
+    check_options,
     check_positive,
     check_steps,
     randn,
@@ -64,12 +65,6 @@ CG_TOL = 1e-6  # relative A-norm error of the semi-implicit solve
 EIG_FLOOR = 1e-6  # eigenvalues of the reflected kernel are clipped at EIG_FLOOR * max
 PRIOR_KEYS = ("prior_mean", "prior_var")
 BASE_KEYS = ("base_mean", "base_var")  # per-(channel, DCT mode) moments of the data
-OPTIONS = frozenset(
-    {
-        "alpha1", "alpha2", "horizon", "shape", "power", "lambda1", "lambda1_k", "lambda2",
-        "lambda2_k", "corr_length", "prior", "prior_examples", "prior_seed", "scheme",
-    }
-)  # fmt: skip
 
 
 def instance_defaults(instance: str, image_size: int, horizon: float) -> dict[str, Any]:
@@ -183,6 +178,25 @@ class SPDEProcess(Process):
     kind = "spde"
     periodic = False
     state_ndim = 3
+    options = {
+        "alpha1": "start:end of the drift diffusivity",
+        "alpha2": "start:end of the noise intensity",
+        "horizon": "float > 0",
+        "shape": "geometric or polynomial",
+        "power": "float > 0",
+        "lambda1": "float > 0 or null (isotropic)",
+        "lambda1_k": "float >= 0 or null (constant)",
+        "lambda2": "float > 0 or null (isotropic)",
+        "lambda2_k": "float >= 0 or null (constant)",
+        "corr_length": "float >= 0",
+        "prior": "fitted or noise",
+        "prior_examples": "int >= 1",
+        "prior_seed": "int",
+        "scheme": "semi-implicit or tamed",
+    }
+    config_defaults = {"scheme": "tamed"}  # configs before the semi-implicit scheme were tamed
+    describe_keys = ("instance",)
+    schedule_keys = ("alpha1", "alpha2", "horizon", "scheme")
 
     def __init__(
         self,
@@ -750,7 +764,7 @@ class SPDEProcess(Process):
     ) -> SPDEProcess:
         """Paper C's ``instance`` for images like ``example`` (B, C, H, W), with overrides.
 
-        ``schedule`` is None or ``"alpha1=a:b,alpha2=c:d"``; ``params`` are any of :data:`OPTIONS`.
+        ``schedule`` is None or ``"alpha1=a:b,alpha2=c:d"``; ``params`` are any of :attr:`options`.
         ``steps`` None picks max(DEFAULT_STEPS, the explicit stability limit 4 max(alpha1) horizon).
         The fitted prior (the default) simulates the chain on ``example`` here.
         """
@@ -758,9 +772,7 @@ class SPDEProcess(Process):
             raise ValueError(
                 f"the SPDE process needs image batches (B, C, H, W), got {example.ndim}-d"
             )
-        unknown = set(params) - OPTIONS
-        if unknown:
-            raise ValueError(f"unknown SPDE options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+        check_options(cls, params)
         height, width = int(example.shape[-2]), int(example.shape[-1])
         horizon = params.get("horizon", DEFAULT_HORIZON)
         opts = instance_defaults(instance, max(height, width), horizon)
@@ -789,7 +801,7 @@ class SPDEProcess(Process):
 
     @classmethod
     def _from_params(cls, config: dict[str, Any], buffers: dict[str, Tensor] | None) -> SPDEProcess:
-        keys = OPTIONS - {"alpha1", "alpha2"}
+        keys = [k for k in cls.options if k not in ("alpha1", "alpha2")]
         return cls(
             config["T"],
             instance=config["instance"],
@@ -798,8 +810,7 @@ class SPDEProcess(Process):
             alpha1=tuple(config["alpha1"]),
             alpha2=tuple(config["alpha2"]),
             buffers=buffers or None,
-            # configs written before the semi-implicit scheme were tamed
-            **{k: config.get(k, "tamed") if k == "scheme" else config[k] for k in keys},
+            **cls.config_params(config, keys),
         )
 
     @classmethod

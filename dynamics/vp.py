@@ -19,6 +19,7 @@ from .base import (
     DEFAULT_STEPS,
     Process,
     check_config_kind,
+    check_options,
     check_steps,
     randn,
     schedule_at,
@@ -44,6 +45,7 @@ class VPProcess(Process):
     """Discrete VP chain on any state shape (B, *S)."""
 
     kind = "vp"
+    schedule_keys = ("schedule", "endpoints")
 
     def __init__(
         self,
@@ -138,10 +140,9 @@ class VPProcess(Process):
     def create(
         cls, *, steps: int | None, schedule: str | None, example: Tensor, **params: Any
     ) -> VPProcess:
+        check_options(cls, params)
         steps = DEFAULT_STEPS if steps is None else steps
         sched = named_or_custom(schedule)
-        if params:
-            raise ValueError(f"the VP process takes no options, got {sorted(params)}")
         return cls(T=steps, schedule=sched, state_ndim=example.ndim - 1)
 
     @classmethod

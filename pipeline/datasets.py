@@ -668,6 +668,23 @@ DESCRIPTIONS: dict[str, Callable[..., DataShape]] = {
 }
 
 
+def _declared_options(name: str) -> dict[str, Any]:
+    """Option name -> type of data set ``name``, read once from its loader's signature; its
+    description must take the same options."""
+    import inspect
+
+    loader, describe = DATASETS[name], DESCRIPTIONS[name]
+    hints = typing.get_type_hints(loader)
+    options = {k: hints[k] for k in inspect.signature(loader).parameters}
+    if list(inspect.signature(describe).parameters) != list(options):
+        raise TypeError(f"data set {name}: its loader and its description take different options")
+    return options
+
+
+# Each data set's options (``--data-opt``) and their types, declared by its loader's signature
+DATASET_OPTIONS: dict[str, dict[str, Any]] = {name: _declared_options(name) for name in DATASETS}
+
+
 def load_dataset(name: str, **options: Any) -> DataSet:
     """Load the data set ``name`` with loader-specific ``options`` (unknown options are an error)."""
     options = _options(name, options)
@@ -683,20 +700,19 @@ def describe_dataset(name: str, **options: Any) -> DataShape:
 
 
 def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` checked against the loader's parameters and converted to their types."""
+    """``options`` checked against :data:`DATASET_OPTIONS` (the one place an unknown data set
+    option is rejected) and converted to their declared types."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-    loader = DATASETS[name]
-    import inspect
-
-    accepted = set(inspect.signature(loader).parameters)
-    unknown = set(options) - accepted
+    accepted = DATASET_OPTIONS[name]
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
+        s = "s" if len(unknown) > 1 else ""
         raise DataError(
-            f"data set {name!r} takes no option(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(accepted)) or 'none'}"
+            f"data set {name} has no option{s} {', '.join(map(repr, unknown))}; "
+            f"it takes: {', '.join(sorted(accepted)) or 'none'}"
         )
-    hints = typing.get_type_hints(loader)
-    return {k: _as_option(name, k, v, hints[k]) for k, v in options.items()}
+    return {k: _as_option(name, k, v, accepted[k]) for k, v in options.items()}
 
 
 def _as_option(dataset: str, key: str, value: Any, hint: Any) -> Any:

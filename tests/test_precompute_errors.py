@@ -71,6 +71,17 @@ def write_png(path: Path, size: tuple[int, int], seed: int = 0) -> None:
         (["--io-threads", "0"], ["--io-threads must be >= 1"]),
         (["--data-opt", "seed=1.5"], ["option seed must be an integer, got 1.5"]),
         (["--data-opt", "seed=abc"], ["option seed must be an integer, got 'abc'"]),
+        (
+            ["--process-opt", "windw=3"],
+            [
+                "process kuramoto-local has no option 'windw'; it takes: boundary, channels, "
+                "n_terms, prior_kappa, prior_r, psi_ref, window"
+            ],
+        ),
+        (
+            ["--data-opt", "sizee=3"],
+            ["data set synthetic-fingerprints has no option 'sizee'; it takes: n, seed, size"],
+        ),
     ],
 )
 def test_bad_options(args, fragments, tmp_path, capsys):

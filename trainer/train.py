@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -367,7 +368,9 @@ def _train(cfg: TrainConfig, stop: _StopRequest, epoch_writer: EpochWriter | Non
         assert epoch_writer is not None  # train() checks it
         recache = Recacher(store, cfg.keep_epochs, cfg.recache_workers, log, epoch_writer)
     total_epochs = cfg.epochs if cfg.epochs is not None else math.inf
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    )
     t_last, n_last, wait_last = time.perf_counter(), 0, 0.0
     final = None
     last_saved = step if resume_from is not None else None
@@ -519,14 +522,6 @@ def _train(cfg: TrainConfig, stop: _StopRequest, epoch_writer: EpochWriter | Non
     if rank == 0:
         print(f"checkpoint: {final}", flush=True)
     return final if final is not None else checkpoint_path(run_dir, step)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _check_resumable(
