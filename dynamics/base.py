@@ -1,7 +1,7 @@
 """The forward-process interface shared by the precompute stage, the trainer and the sampler.
 
 Every process is a discrete Markov chain x_0 -> x_1 -> ... -> x_T whose transition kernel
-p(x_t | x_{t-1}) has a closed-form score (MATH.md section 0). Conventions, for every process:
+p(x_t | x_{t-1}) has a closed-form score (paper A, eq. 9-10; docs/processes.md). Conventions, for every process:
 
 * ``t`` is the 1-based index of a transition: transition ``t`` maps x_{t-1} to x_t and uses the
   schedule entry ``t - 1``. The reverse step at ``t`` maps x_t to x_{t-1} with the *same* entry,

@@ -1,6 +1,6 @@
 """Kuramoto orientation diffusion (paper A): phases of coupled oscillators, one per pixel.
 
-Forward transition t (entry t-1 of every schedule; MATH.md section 1):
+Forward transition t (entry t-1 of every schedule; paper A, Alg. 1; docs/processes.md section 3):
 
     mu_t    = theta + f(theta, t),   f = K (cos(theta) <sin> - sin(theta) <cos>) + K_ref sin(psi_ref - theta)
     theta_t = wrap(mu_t + sqrt(2 D) eps),                       eps ~ N(0, I)

@@ -1,6 +1,6 @@
 """Procedural, seeded, SFinGe-style synthetic fingerprints (the project's default data set).
 
-Each image is built in four steps (NOTES.md, "Synthetic fingerprints can be made procedurally"):
+Each image is built in four steps (a procedural stand-in for SOCOFing, which cannot be downloaded here):
 
 1. Orientation field from singular points (zero-pole model, y axis pointing down)::
 

@@ -1,4 +1,4 @@
-"""The papers' own numbers, as printed beside ours (MATH.md and the papers' tables).
+"""The papers' own numbers, as printed beside ours (the papers' tables).
 
 ``None`` means the paper reports no number for that cell (printed as "—"). Every entry names its
 source so a table can cite it.

@@ -1,4 +1,4 @@
-"""VP and GOU: exact Gaussian transitions, closed-form moments, reverse samplers (MATH.md 1-2)."""
+"""VP and GOU: exact Gaussian transitions, closed-form moments, reverse samplers (papers A and B; docs/processes.md sections 4-5)."""
 
 from __future__ import annotations
 

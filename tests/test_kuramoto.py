@@ -1,4 +1,4 @@
-"""Kuramoto process: identities, periodicity, exact scores, terminal law (paper A, MATH.md 1)."""
+"""Kuramoto process: identities, periodicity, exact scores, terminal law (paper A; docs/processes.md section 3)."""
 
 from __future__ import annotations
 

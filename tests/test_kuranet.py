@@ -1,4 +1,4 @@
-"""KuraNet (paper D, MATH.md 4): losses, shared phase drift, coupling normalisation, blocked
+"""KuraNet (paper D; docs/kuranet.md): losses, shared phase drift, coupling normalisation, blocked
 evaluation, integration with delays, data, determinism, checkpoints and the CLI."""
 
 from __future__ import annotations

@@ -355,8 +355,8 @@ def ref_marginals(kind: str):
     """(grid, [p_t on the grid], [score of p_t on the grid]) for t = 0..T, float64.
 
     p_t(theta_i) = sum_j p(theta_i | theta'_j) p_{t-1}(theta'_j) dtheta with the process's own
-    transition_log_prob, and the score is the posterior average of transition_score (MATH.md
-    section 0's identity), both per pixel on one-pixel states: kuramoto-ref's pixels are
+    transition_log_prob, and the score is the posterior average of transition_score (paper A
+    eq. 9's identity), both per pixel on one-pixel states: kuramoto-ref's pixels are
     independent and identical.
     """
     process, shape = build(REF, kind), SHAPES[kind]

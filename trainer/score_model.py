@@ -3,7 +3,7 @@
 The model predicts the *scaled* score sqrt(w(t)) * s(x_t, t) = net(x_t, t / T) + sqrt(w(t)) *
 baseline(x_t, t), where ``baseline`` is the process's analytic part of the score (none for most
 processes). It is O(1) at every t and exactly what the store holds as the training target, so
-the loss of MATH.md section 0, w(t) ||s - grad log p(x_t | x_{t-1})||^2, is a plain mean squared
+the loss of paper A eq. 10, w(t) ||s - grad log p(x_t | x_{t-1})||^2, is a plain mean squared
 error. ``score()`` undoes the
 scaling for the sampler. Time enters the network as t / T in (0, 1].
 """
