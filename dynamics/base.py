@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -237,6 +237,15 @@ class Process(ABC):
     @abstractmethod
     def _reverse_ode(self, x_t: Tensor, t: int | Tensor, score: Tensor) -> Tensor:
         """The deterministic (probability-flow) step x_t -> x_{t-1}."""
+
+    def _table(self, key: str, build: Callable[[], Tensor], like: Tensor) -> Tensor:
+        """A table derived from the schedule (e.g. (T + 1, ...) per-step values), built once and
+        kept per device and dtype, so that the training and sampling steps only index it."""
+        cache = self.__dict__.setdefault("_tables", {})
+        k = (key, like.device, like.dtype)
+        if k not in cache:
+            cache[k] = build().to(device=like.device, dtype=like.dtype)
+        return cache[k]
 
     def baseline_score(self, x: Tensor, t: int | Tensor) -> Tensor | None:
         """An analytic part of the marginal score of x_t that the score model adds to its

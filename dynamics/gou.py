@@ -215,14 +215,15 @@ class GOUProcess(Process):
         closed form in the fast-contracting directions). None when ``baseline`` is off."""
         if not self.baseline:
             return None
-        var = torch.exp(2 * self.c * self.times[:, None]) * self.lam + self.noise_var  # (T + 1, d)
+        var = self._table("base_var", self._marginal_variances, x)
         mu, U = self._cast(x)
         xf = self._flat(x)
-        if isinstance(t, int):
-            v = var[t].to(device=x.device, dtype=x.dtype)
-        else:
-            v = var[torch.as_tensor(t).long().cpu()].to(device=x.device, dtype=x.dtype)
+        v = var[t] if isinstance(t, int) else var[torch.as_tensor(t, device=x.device).long()]
         return self._unflat(-(((xf - mu) @ U) / v) @ U.T, x)
+
+    def _marginal_variances(self) -> Tensor:
+        """(T + 1, d): e^{2 c s_t} lambda + V_t per direction, x_t's variance for the fitted law."""
+        return torch.exp(2 * self.c * self.times[:, None]) * self.lam + self.noise_var
 
     def langevin_cap(self, t: int) -> Tensor:
         return self.var[t - 1].min()

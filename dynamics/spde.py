@@ -305,12 +305,10 @@ class SPDEProcess(Process):
         )
         self.cg_iters = torch.where(rate > 0, need.ceil(), torch.zeros_like(need)).long()
         self.noise_prior_var = self._linearised_variances()[-1]
-        self._ode_weight: Tensor | None = None
         self.prior_mean: Tensor | None = None
         self.prior_var: Tensor | None = None
         self.base_mean: Tensor | None = None
         self.base_var: Tensor | None = None
-        self._base_tables: tuple[Tensor, Tensor] | None = None
         buffers = dict(buffers or {})
         unknown = set(buffers) - set(PRIOR_KEYS) - set(BASE_KEYS)
         if unknown:
@@ -546,21 +544,23 @@ class SPDEProcess(Process):
         c = self._correction(x_t, t, score)
         if self.scheme == "tamed":
             return x_t - self.tamed_increment(x_t, t) + 0.5 * c
-        k = schedule_at(self.ode_weight(), t, x_t, 3) if isinstance(t, int) else None
+        weight = self._table("ode_weight", self.ode_weight, x_t)
+        k = weight[t - 1] if isinstance(t, int) else None
         if k is None:
-            k = self.ode_weight().to(x_t)[torch.as_tensor(t, device=x_t.device).long() - 1]
+            k = weight[torch.as_tensor(t, device=x_t.device).long() - 1]
             k = k[:, None]  # (B, 1, H, W)
         k = k.to(device=x_t.device, dtype=x_t.dtype)
         return self.undo_mean(x_t + self._dct(k * self._dct(c), inverse=True), t)
 
     def ode_weight(self) -> Tensor:
-        """k_t per DCT mode, (T, H, W) float32, from the linearised variances (built once)."""
-        if self._ode_weight is None:
-            a = self._linear_multipliers()
-            v = self._linearised_variances()
-            ratio = (v[:-1] / v[1:]).sqrt()
-            self._ode_weight = (1 / (1 + a * ratio)).float()
-        return self._ode_weight
+        """k_t per DCT mode, (T, H, W) float64, from the linearised variances."""
+        v = self._linearised_variances()
+        return 1 / (1 + self._linear_multipliers() * (v[:-1] / v[1:]).sqrt())
+
+    def _linear_gains(self) -> Tensor:
+        """(T + 1, H, W): P_t = a_1 ... a_t per DCT mode (P_0 = 1)."""
+        a = self._linear_multipliers()
+        return torch.cat([torch.ones_like(a[:1]), torch.cumprod(a, 0)])
 
     # -- prior ------------------------------------------------------------------------------
     def _linear_multipliers(self) -> Tensor:
@@ -625,19 +625,15 @@ class SPDEProcess(Process):
         learns the rest. None without fitted moments (configs written before it)."""
         if self.base_mean is None or self.base_var is None:
             return None
-        if self._base_tables is None:
-            a = self._linear_multipliers()
-            gain = torch.cat([torch.ones_like(a[:1]), torch.cumprod(a, 0)])
-            self._base_tables = (gain.float(), self._linearised_variances().float())
-        gain, noise = self._base_tables
+        gain = self._table("base_gain", self._linear_gains, x)
+        noise = self._table("base_noise", self._linearised_variances, x)
+        m = self._table("base_mean", lambda: self.base_mean, x)
+        d = self._table("base_var", lambda: self.base_var, x)
         if isinstance(t, int):
             g, v = gain[t], noise[t]
         else:
-            idx = torch.as_tensor(t).long().cpu()
+            idx = torch.as_tensor(t, device=x.device).long()
             g, v = gain[idx][:, None], noise[idx][:, None]  # (B, 1, H, W)
-        g, v = g.to(device=x.device, dtype=x.dtype), v.to(device=x.device, dtype=x.dtype)
-        m = self.base_mean.to(device=x.device, dtype=x.dtype)
-        d = self.base_var.to(device=x.device, dtype=x.dtype)
         return -self._dct((self._dct(x) - g * m) / (g * g * d + v), inverse=True)
 
     def _set_prior(self, buffers: dict[str, Tensor]) -> None:
